@@ -1,0 +1,3 @@
+export { SimClock } from './sim-clock.js'
+export { SeededRng } from './seeded-rng.js'
+export { MemoryLogger } from './memory-logger.js'
