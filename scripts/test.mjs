@@ -2,12 +2,23 @@
 // Runs the whole suite with tap and ends with one line `N passed, N failed[, N skipped]`,
 // keeping tap's exit code. Extra arguments go to tap (e.g. a file or --grep).
 import { spawn } from 'node:child_process'
+import { readdirSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const tapBin = join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs')
-const args = ['--reporter=tap', ...process.argv.slice(2)]
+// A directory argument stands for every *.spec.ts below it (tap only takes files matching `include`).
+function expand (arg) {
+  let st
+  try { st = statSync(arg) } catch { return [arg] }
+  if (!st.isDirectory()) return [arg]
+  return readdirSync(arg, { recursive: true })
+    .filter(f => String(f).endsWith('.spec.ts') && !String(f).includes('node_modules'))
+    .map(f => join(arg, String(f)))
+    .sort()
+}
+const args = ['--reporter=tap', ...process.argv.slice(2).flatMap(a => a.startsWith('-') ? [a] : expand(a))]
 const child = spawn(process.execPath, [tapBin, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
 
 let summary = null

@@ -1,3 +1,5 @@
 export { SimClock } from './sim-clock.js'
 export { SeededRng } from './seeded-rng.js'
 export { MemoryLogger } from './memory-logger.js'
+export { SimNetwork, SimTransport } from './sim-network.js'
+export type { LinkProfile, SimNetworkInit, SimNetworkStats } from './sim-network.js'
