@@ -21,17 +21,31 @@ const DISPLAY_NAMES: Record<string, string> = {
   'proxy-require': 'Proxy-Require', 'rseq': 'RSeq', 'rack': 'RAck', 'sip-etag': 'SIP-ETag', 'sip-if-match': 'SIP-If-Match'
 }
 
+// Small memo caches (bounded: header names can come from the network).
+const CANONICAL_CACHE = new Map<string, string>()
+const DISPLAY_CACHE = new Map<string, string>()
+const NAME_CACHE_MAX = 2048
+
 /** Canonical (lowercase, long-form) header name. */
 export function canonicalName (name: string): string {
+  const cached = CANONICAL_CACHE.get(name)
+  if (cached !== undefined) return cached
   const lower = name.toLowerCase()
-  return COMPACT_FORMS[lower] ?? lower
+  // own-property check: `constructor`, `__proto__`, ... are header names, not Object.prototype members
+  const r = lower.length === 1 && Object.hasOwn(COMPACT_FORMS, lower) ? COMPACT_FORMS[lower]! : lower
+  if (CANONICAL_CACHE.size < NAME_CACHE_MAX) CANONICAL_CACHE.set(name, r)
+  return r
 }
 
 /** Display form of a canonical header name (`content-length` → `Content-Length`). */
 export function displayName (canonical: string): string {
-  const d = DISPLAY_NAMES[canonical]
-  if (d !== undefined) return d
-  return canonical.replace(/(^|-)([a-z])/g, (_m, sep: string, ch: string) => sep + ch.toUpperCase())
+  const cached = DISPLAY_CACHE.get(canonical)
+  if (cached !== undefined) return cached
+  const r = Object.hasOwn(DISPLAY_NAMES, canonical)
+    ? DISPLAY_NAMES[canonical]!
+    : canonical.replace(/(^|-)([a-z])/g, (_m, sep: string, ch: string) => sep + ch.toUpperCase())
+  if (DISPLAY_CACHE.size < NAME_CACHE_MAX) DISPLAY_CACHE.set(canonical, r)
+  return r
 }
 
 /**

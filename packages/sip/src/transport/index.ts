@@ -1,0 +1,16 @@
+export {
+  TransportError, TransportEventsBase, familyOf, hostPort, stripBrackets, isWildcard, DEFAULT_MAX_MESSAGE_SIZE
+} from './util.js'
+export { StreamFramer, FramingError, contentLength, framingErrorResponse } from './framing.js'
+export type { StreamFramerOptions, FrameEvent } from './framing.js'
+export { ConnectionTransport, nextConnectionId } from './connection.js'
+export type { Connection, ConnectionTransportOptions } from './connection.js'
+export { UdpTransport } from './udp.js'
+export type { UdpTransportOptions } from './udp.js'
+export { TcpTransport, TlsTransport } from './stream.js'
+export type { TcpTransportOptions, TlsTransportOptions } from './stream.js'
+export { WsTransport } from './ws.js'
+export type { WsTransportOptions } from './ws.js'
+export { createTransport } from './factory.js'
+export type { TransportSpec } from './factory.js'
+export { isStun, stunBindingResponse } from './stun.js'
