@@ -1,1 +1,1 @@
-export {}
+export { createRegistrar, contactUriKey, type Registrar, type RegistrarOptions } from './registrar.js'
