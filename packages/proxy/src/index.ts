@@ -1,1 +1,8 @@
-export {}
+export { createProxy, DEFAULT_LIMITS, DEFAULT_TIMERS, ALLOW } from './proxy.js'
+export { selectBest, finalizeBest } from './best.js'
+export { loopHash, BRANCH_MARK, SelfMatcher, recordRouteFor, responseDestination } from './net.js'
+export { FlowTokens } from './flow.js'
+export type {
+  Proxy, ProxyOptions, ProxyStack, ProxyStats, ProxyLimits, ProxyTimers, LocationLike, ServerTxLike,
+  ClientContextLike, BranchHandlers, TransportLike, ForkingMode
+} from './types.js'

@@ -1,0 +1,542 @@
+/**
+ * sipring daemon configuration: embedded defaults, then a config file (YAML or JSON), then
+ * `SIPRING_*` environment variables, then command-line flags. Every value is validated with a
+ * precise message (`sip[1].port: expected 1–65535 (0 = any free port), got 70000`); unknown keys,
+ * variables and flags are rejected.
+ */
+import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { parse as parseYaml } from 'yaml'
+import type { TransportProtocol } from '@sipring/interface'
+import { LOG_LEVELS, type LogLevel } from './system.js'
+
+export interface ListenerConfig {
+  protocol: TransportProtocol
+  /** IP literal to bind, without brackets (`0.0.0.0`, `::`, `127.0.0.1`). */
+  host: string
+  /** 1–65535, or 0 for any free port. */
+  port: number
+}
+
+export interface HostPort { host: string, port: number }
+
+export interface SipringConfig {
+  /** Directory of the classic-level database (created when missing). */
+  dataDir: string
+  /** SIP listeners. */
+  sip: ListenerConfig[]
+  /** Admin HTTP API address, or null when disabled. */
+  admin: HostPort | null
+  /** Domains this node is responsible for; empty = any. */
+  domains: string[]
+  minExpires: number
+  maxExpires: number
+  defaultExpires: number
+  maxContactsPerAor: number
+  logLevel: LogLevel
+  /** Certificate and key (PEM file paths) for `tls` and `wss` listeners. */
+  tls: { cert?: string, key?: string }
+  /** Node id (default: derived at start and kept in the data dir). */
+  nodeId?: string
+  /** Insert Record-Route in dialog-creating requests (default true). */
+  recordRoute: boolean
+  /**
+   * Host (IP or name) written in Via / Record-Route for listeners bound to 0.0.0.0 or ::
+   * (default: the host's first non-internal IPv4 address, else 127.0.0.1).
+   */
+  advertise?: string
+}
+
+export const PROTOCOLS: readonly TransportProtocol[] = ['udp', 'tcp', 'tls', 'ws', 'wss']
+
+export function defaultConfig (): SipringConfig {
+  return {
+    dataDir: './data',
+    sip: [
+      { protocol: 'udp', host: '0.0.0.0', port: 5060 },
+      { protocol: 'tcp', host: '0.0.0.0', port: 5060 },
+      { protocol: 'udp', host: '::', port: 5060 },
+      { protocol: 'tcp', host: '::', port: 5060 }
+    ],
+    admin: { host: '127.0.0.1', port: 5080 },
+    domains: [],
+    minExpires: 60,
+    maxExpires: 3600,
+    defaultExpires: 3600,
+    maxContactsPerAor: 10,
+    logLevel: 'info',
+    tls: {},
+    recordRoute: true
+  }
+}
+
+/** A configuration problem; `issues` are `path: message` lines, `message` joins them. */
+export class ConfigError extends Error {
+  constructor (readonly issues: string[]) {
+    super(issues.join('; '))
+    this.name = 'ConfigError'
+  }
+}
+
+/** A command-line usage problem (unknown flag, missing value). */
+export class UsageError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'UsageError'
+  }
+}
+
+// ------------------------------------------------------------------ value checkers
+
+const MAX_INT32 = 2 ** 31 - 1
+
+type Issues = string[]
+
+function show (v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v)
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  if (typeof v === 'object') return 'an object'
+  return String(v)
+}
+
+/** Integer from a number, or from a string of digits (env vars and flags are strings). */
+function checkInt (v: unknown, path: string, min: number, max: number, issues: Issues, rangeText?: string): number | undefined {
+  let n: number | undefined
+  if (typeof v === 'number') n = v
+  else if (typeof v === 'string' && /^\s*-?\d+\s*$/.test(v)) n = Number(v.trim())
+  const range = rangeText ?? `${min}–${max}`
+  if (n === undefined || !Number.isInteger(n)) {
+    issues.push(`${path}: expected an integer ${range}, got ${show(v)}`)
+    return undefined
+  }
+  if (n < min || n > max) {
+    issues.push(`${path}: expected ${range}, got ${n}`)
+    return undefined
+  }
+  return n
+}
+
+function checkPort (v: unknown, path: string, issues: Issues): number | undefined {
+  return checkInt(v, path, 0, 65535, issues, '1–65535 (0 = any free port)')
+}
+
+function checkString (v: unknown, path: string, issues: Issues): string | undefined {
+  if (typeof v !== 'string' || v.trim() === '') {
+    issues.push(`${path}: expected a non-empty string, got ${show(v)}`)
+    return undefined
+  }
+  return v.trim()
+}
+
+function checkBool (v: unknown, path: string, issues: Issues): boolean | undefined {
+  if (typeof v === 'boolean') return v
+  if (typeof v === 'string') {
+    const s = v.trim().toLowerCase()
+    if (['true', '1', 'yes', 'on'].includes(s)) return true
+    if (['false', '0', 'no', 'off'].includes(s)) return false
+  }
+  issues.push(`${path}: expected true or false, got ${show(v)}`)
+  return undefined
+}
+
+function stripBrackets (h: string): string {
+  return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h
+}
+
+function checkIp (v: unknown, path: string, issues: Issues): string | undefined {
+  const s = checkString(v, path, issues)
+  if (s === undefined) return undefined
+  const h = stripBrackets(s)
+  if (isIP(h) === 0) {
+    issues.push(`${path}: expected an IPv4 or IPv6 address, got ${show(v)}`)
+    return undefined
+  }
+  return h
+}
+
+const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i
+
+function checkDomain (v: unknown, path: string, issues: Issues): string | undefined {
+  const s = checkString(v, path, issues)
+  if (s === undefined) return undefined
+  const h = stripBrackets(s)
+  if (isIP(h) !== 0) return h.toLowerCase()
+  if (!HOSTNAME.test(s)) {
+    issues.push(`${path}: expected a domain name or IP address, got ${show(v)}`)
+    return undefined
+  }
+  return s.toLowerCase().replace(/\.$/, '')
+}
+
+/** `host:port` with IPv6 in brackets (`[::1]:5080`). */
+function splitHostPort (s: string): { host: string, port: string } | undefined {
+  const m = /^\[([^\]]+)\]:(\S+)$/.exec(s) ?? /^([^:[\]]+):(\S+)$/.exec(s)
+  if (m === null) return undefined
+  return { host: m[1]!, port: m[2]! }
+}
+
+function checkHostPort (v: unknown, path: string, issues: Issues): HostPort | undefined {
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>
+    const n0 = issues.length
+    rejectUnknown(o, ['host', 'port'], path, issues)
+    const host = checkIp(o.host, `${path}.host`, issues)
+    const port = checkPort(o.port, `${path}.port`, issues)
+    if (issues.length > n0 || host === undefined || port === undefined) return undefined
+    return { host, port }
+  }
+  if (typeof v !== 'string') {
+    issues.push(`${path}: expected host:port (e.g. 127.0.0.1:5080 or [::1]:5080), got ${show(v)}`)
+    return undefined
+  }
+  const hp = splitHostPort(v.trim())
+  if (hp === undefined) {
+    issues.push(`${path}: expected host:port (e.g. 127.0.0.1:5080 or [::1]:5080), got ${show(v)}`)
+    return undefined
+  }
+  const host = checkIp(hp.host, `${path}.host`, issues)
+  const port = checkPort(hp.port, `${path}.port`, issues)
+  if (host === undefined || port === undefined) return undefined
+  return { host, port }
+}
+
+function checkAdmin (v: unknown, path: string, issues: Issues): HostPort | null | undefined {
+  if (v === null || v === false || (typeof v === 'string' && ['off', 'none', 'false', 'disabled'].includes(v.trim().toLowerCase()))) return null
+  return checkHostPort(v, path, issues)
+}
+
+/** A listener: `udp:0.0.0.0:5060`, `tcp:[::]:5060`, or `{ protocol, host, port }`. */
+function checkListener (v: unknown, path: string, issues: Issues): ListenerConfig | undefined {
+  let proto: unknown, host: unknown, port: unknown
+  if (typeof v === 'string') {
+    const s = v.trim()
+    const i = s.indexOf(':')
+    const hp = i > 0 ? splitHostPort(s.slice(i + 1)) : undefined
+    if (hp === undefined) {
+      issues.push(`${path}: expected protocol:host:port (e.g. udp:0.0.0.0:5060 or tcp:[::]:5060), got ${show(v)}`)
+      return undefined
+    }
+    proto = s.slice(0, i).toLowerCase(); host = hp.host; port = hp.port
+  } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>
+    rejectUnknown(o, ['protocol', 'host', 'port'], path, issues)
+    proto = o.protocol; host = o.host; port = o.port
+  } else {
+    issues.push(`${path}: expected protocol:host:port or { protocol, host, port }, got ${show(v)}`)
+    return undefined
+  }
+  let protocol: TransportProtocol | undefined
+  if (typeof proto === 'string' && (PROTOCOLS as string[]).includes(proto.toLowerCase())) protocol = proto.toLowerCase() as TransportProtocol
+  else issues.push(`${path}.protocol: expected one of ${PROTOCOLS.join(', ')}, got ${show(proto)}`)
+  const h = checkIp(host, `${path}.host`, issues)
+  const p = checkPort(port, `${path}.port`, issues)
+  if (protocol === undefined || h === undefined || p === undefined) return undefined
+  return { protocol, host: h, port: p }
+}
+
+function checkList<T> (v: unknown, path: string, issues: Issues, item: (x: unknown, p: string, i: Issues) => T | undefined): T[] | undefined {
+  const arr = typeof v === 'string' ? v.split(',').map(s => s.trim()).filter(s => s !== '') : v
+  if (!Array.isArray(arr)) {
+    issues.push(`${path}: expected a list, got ${show(v)}`)
+    return undefined
+  }
+  const out: T[] = []
+  let ok = true
+  arr.forEach((x, i) => {
+    const r = item(x, `${path}[${i}]`, issues)
+    if (r === undefined) ok = false
+    else out.push(r)
+  })
+  return ok ? out : undefined
+}
+
+function rejectUnknown (o: Record<string, unknown>, known: string[], path: string, issues: Issues): void {
+  for (const k of Object.keys(o)) {
+    if (!known.includes(k)) issues.push(`${path === '' ? '' : path + '.'}${k}: unknown key (known: ${known.join(', ')})`)
+  }
+}
+
+// ------------------------------------------------------------------ layers
+
+/** The keys of a config file (and of the layers built from env and flags). */
+export const CONFIG_KEYS = [
+  'dataDir', 'sip', 'admin', 'domains', 'minExpires', 'maxExpires', 'defaultExpires',
+  'maxContactsPerAor', 'logLevel', 'tls', 'nodeId', 'recordRoute', 'advertise'
+] as const
+type Key = typeof CONFIG_KEYS[number]
+
+/** A partial, not yet validated layer: key → raw value, plus where each key came from. */
+export interface Layer {
+  values: Partial<Record<Key, unknown>>
+  /** e.g. `config file ./sipring.yaml`, `SIPRING_SIP`, `--sip`. Used in messages. */
+  origin: Partial<Record<Key, string>>
+}
+
+/** Validate one layer's values into a partial config. Issues are prefixed by the key path. */
+function validateLayer (layer: Layer, issues: Issues): Partial<SipringConfig> {
+  const out: Partial<SipringConfig> = {}
+  const v = layer.values
+  for (const key of Object.keys(v) as Key[]) {
+    const local: Issues = []
+    const raw = v[key]
+    switch (key) {
+      case 'dataDir': { const s = checkString(raw, key, local); if (s !== undefined) out.dataDir = s; break }
+      case 'sip': {
+        const l = checkList(raw, key, local, checkListener)
+        if (l !== undefined && l.length === 0) local.push('sip: expected at least one listener')
+        else if (l !== undefined) out.sip = l
+        break
+      }
+      case 'admin': { const a = checkAdmin(raw, key, local); if (a !== undefined) out.admin = a; break }
+      case 'domains': { const d = checkList(raw, key, local, checkDomain); if (d !== undefined) out.domains = d; break }
+      case 'minExpires': case 'maxExpires': case 'defaultExpires': {
+        const n = checkInt(raw, key, 1, MAX_INT32, local); if (n !== undefined) out[key] = n; break
+      }
+      case 'maxContactsPerAor': { const n = checkInt(raw, key, 1, 1000, local); if (n !== undefined) out.maxContactsPerAor = n; break }
+      case 'logLevel': {
+        const s = typeof raw === 'string' ? raw.trim().toLowerCase() : raw
+        if (typeof s === 'string' && (LOG_LEVELS as string[]).includes(s)) out.logLevel = s as LogLevel
+        else local.push(`logLevel: expected one of ${LOG_LEVELS.join(', ')}, got ${show(raw)}`)
+        break
+      }
+      case 'tls': {
+        if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) { local.push(`tls: expected { cert, key }, got ${show(raw)}`); break }
+        const o = raw as Record<string, unknown>
+        rejectUnknown(o, ['cert', 'key'], 'tls', local)
+        const tls: { cert?: string, key?: string } = {}
+        if (o.cert !== undefined) { const s = checkString(o.cert, 'tls.cert', local); if (s !== undefined) tls.cert = s }
+        if (o.key !== undefined) { const s = checkString(o.key, 'tls.key', local); if (s !== undefined) tls.key = s }
+        out.tls = tls
+        break
+      }
+      case 'nodeId': {
+        const s = checkString(raw, key, local)
+        if (s !== undefined && !/^[A-Za-z0-9._~-]{1,128}$/.test(s)) local.push(`nodeId: expected 1–128 characters of A-Z a-z 0-9 . _ ~ -, got ${show(raw)}`)
+        else if (s !== undefined) out.nodeId = s
+        break
+      }
+      case 'advertise': { const d = checkDomain(raw, key, local); if (d !== undefined) out.advertise = d; break }
+      case 'recordRoute': { const b = checkBool(raw, key, local); if (b !== undefined) out.recordRoute = b; break }
+    }
+    const origin = layer.origin[key]
+    for (const m of local) issues.push(origin !== undefined ? `${m} (from ${origin})` : m)
+  }
+  return out
+}
+
+/** Parse a config file (YAML, which includes JSON) into a layer; unknown keys are issues. */
+export function fileLayer (path: string, text?: string): Layer {
+  let body: string
+  try {
+    body = text ?? readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError([`cannot read config file ${path}: ${(err as Error).message}`])
+  }
+  let doc: unknown
+  try {
+    doc = parseYaml(body)
+  } catch (err) {
+    throw new ConfigError([`cannot parse config file ${path}: ${(err as Error).message.split('\n')[0]}`])
+  }
+  if (doc === null || doc === undefined) doc = {}
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError([`config file ${path}: expected a mapping of keys, got ${show(doc)}`])
+  const issues: Issues = []
+  rejectUnknown(doc as Record<string, unknown>, [...CONFIG_KEYS], '', issues)
+  if (issues.length > 0) throw new ConfigError(issues.map(i => `${i} (in ${path})`))
+  const values = doc as Partial<Record<Key, unknown>>
+  const origin: Partial<Record<Key, string>> = {}
+  for (const k of Object.keys(values) as Key[]) origin[k] = `config file ${path}`
+  return { values, origin }
+}
+
+/** Environment variables: name → config key. Lists are comma separated. */
+export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey'> = {
+  SIPRING_CONFIG: 'config',
+  SIPRING_DATA: 'dataDir',
+  SIPRING_SIP: 'sip',
+  SIPRING_ADMIN: 'admin',
+  SIPRING_DOMAINS: 'domains',
+  SIPRING_MIN_EXPIRES: 'minExpires',
+  SIPRING_MAX_EXPIRES: 'maxExpires',
+  SIPRING_DEFAULT_EXPIRES: 'defaultExpires',
+  SIPRING_MAX_CONTACTS_PER_AOR: 'maxContactsPerAor',
+  SIPRING_LOG_LEVEL: 'logLevel',
+  SIPRING_TLS_CERT: 'tlsCert',
+  SIPRING_TLS_KEY: 'tlsKey',
+  SIPRING_NODE_ID: 'nodeId',
+  SIPRING_RECORD_ROUTE: 'recordRoute',
+  SIPRING_ADVERTISE: 'advertise'
+}
+
+/** Build the env layer; unknown `SIPRING_*` variables are issues. Returns the layer and SIPRING_CONFIG. */
+export function envLayer (env: NodeJS.ProcessEnv): { layer: Layer, config?: string } {
+  const values: Partial<Record<Key, unknown>> = {}
+  const origin: Partial<Record<Key, string>> = {}
+  const issues: Issues = []
+  let config: string | undefined
+  const tls: { cert?: string, key?: string } = {}
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('SIPRING_') || value === undefined) continue
+    const key = ENV_VARS[name]
+    if (key === undefined) { issues.push(`${name}: unknown environment variable (known: ${Object.keys(ENV_VARS).join(', ')})`); continue }
+    if (key === 'config') config = value
+    else if (key === 'tlsCert') { tls.cert = value; origin.tls = name }
+    else if (key === 'tlsKey') { tls.key = value; origin.tls = origin.tls !== undefined ? `${origin.tls}/${name}` : name }
+    else { values[key] = value; origin[key] = name }
+  }
+  if (tls.cert !== undefined || tls.key !== undefined) values.tls = tls
+  if (issues.length > 0) throw new ConfigError(issues)
+  return { layer: { values, origin }, config }
+}
+
+export interface StartFlags {
+  layer: Layer
+  config?: string
+  help: boolean
+}
+
+interface FlagSpec { key: Key | 'config' | 'tlsCert' | 'tlsKey' | 'help', arg: string, repeat?: boolean, describe: string }
+
+/** Flags of `sipring start`. Repeatable list flags replace the lower layers' list as a whole. */
+export const START_FLAGS: Record<string, FlagSpec> = {
+  '--config': { key: 'config', arg: 'PATH', describe: 'config file, YAML or JSON (env SIPRING_CONFIG)' },
+  '--sip': { key: 'sip', arg: 'PROTO:HOST:PORT', repeat: true, describe: 'SIP listener, repeatable; PROTO is udp|tcp|tls|ws|wss, IPv6 in brackets: tcp:[::]:5060 (default: udp+tcp on 0.0.0.0:5060 and [::]:5060)' },
+  '--data': { key: 'dataDir', arg: 'DIR', describe: 'data directory for the location database (default ./data)' },
+  '--admin': { key: 'admin', arg: 'HOST:PORT|off', describe: 'admin HTTP API address (default 127.0.0.1:5080)' },
+  '--domain': { key: 'domains', arg: 'DOMAIN', repeat: true, describe: 'domain served, repeatable (default: any)' },
+  '--min-expires': { key: 'minExpires', arg: 'SECONDS', describe: 'shortest registration accepted, else 423 (default 60)' },
+  '--max-expires': { key: 'maxExpires', arg: 'SECONDS', describe: 'longest registration granted (default 3600)' },
+  '--default-expires': { key: 'defaultExpires', arg: 'SECONDS', describe: 'registration time when the client asks none (default 3600)' },
+  '--max-contacts': { key: 'maxContactsPerAor', arg: 'N', describe: 'contacts kept per address-of-record (default 10)' },
+  '--log-level': { key: 'logLevel', arg: 'LEVEL', describe: `one of ${LOG_LEVELS.join(', ')} (default info)` },
+  '--tls-cert': { key: 'tlsCert', arg: 'PATH', describe: 'PEM certificate for tls/wss listeners' },
+  '--tls-key': { key: 'tlsKey', arg: 'PATH', describe: 'PEM private key for tls/wss listeners' },
+  '--node-id': { key: 'nodeId', arg: 'ID', describe: 'node id (default: generated once and kept in the data dir)' },
+  '--record-route': { key: 'recordRoute', arg: 'true|false', describe: 'add Record-Route to dialog-creating requests (default true)' },
+  '--advertise': { key: 'advertise', arg: 'HOST', describe: 'address put in Via/Record-Route for 0.0.0.0/:: listeners (default: first non-loopback IPv4)' },
+  '--help': { key: 'help', arg: '', describe: 'show this help' }
+}
+
+/** Parse `sipring start` arguments (`--flag value` or `--flag=value`). */
+export function parseStartArgs (args: string[]): StartFlags {
+  const values: Partial<Record<Key, unknown>> = {}
+  const origin: Partial<Record<Key, string>> = {}
+  let config: string | undefined
+  let help = false
+  const tls: { cert?: string, key?: string } = {}
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    if (a === '-h' || a === '--help') { help = true; continue }
+    const eq = a.indexOf('=')
+    const name = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a
+    const spec = START_FLAGS[name]
+    if (spec === undefined) {
+      throw new UsageError(a.startsWith('-') ? `unknown option ${name}` : `unexpected argument ${JSON.stringify(a)}`)
+    }
+    let value: string
+    if (name !== a) value = a.slice(eq + 1)
+    else {
+      const next = args[i + 1]
+      if (next === undefined || (next.startsWith('--') && next.length > 2)) throw new UsageError(`option ${name} needs a value (${spec.arg})`)
+      value = next
+      i++
+    }
+    if (spec.key === 'config') config = value
+    else if (spec.key === 'tlsCert') { tls.cert = value; origin.tls = name }
+    else if (spec.key === 'tlsKey') { tls.key = value; origin.tls = origin.tls !== undefined ? `${origin.tls}/${name}` : name }
+    else if (spec.key === 'help') help = true
+    else if (spec.repeat === true) {
+      const list = (values[spec.key] as string[] | undefined) ?? []
+      list.push(value)
+      values[spec.key] = list
+      origin[spec.key] = name
+    } else { values[spec.key] = value; origin[spec.key] = name }
+  }
+  if (tls.cert !== undefined || tls.key !== undefined) values.tls = tls
+  return { layer: { values, origin }, config, help }
+}
+
+/** Merge validated layers over the defaults, then check cross-field rules. Throws ConfigError. */
+export function resolveConfig (layers: Layer[]): SipringConfig {
+  const issues: Issues = []
+  const cfg = defaultConfig()
+  for (const layer of layers) {
+    const part = validateLayer(layer, issues)
+    const { tls, ...rest } = part
+    Object.assign(cfg, rest)
+    if (tls !== undefined) cfg.tls = { ...cfg.tls, ...tls }
+  }
+  if (issues.length > 0) throw new ConfigError(issues)
+  if (cfg.minExpires > cfg.maxExpires) issues.push(`minExpires: must not exceed maxExpires (${cfg.maxExpires}), got ${cfg.minExpires}`)
+  if (cfg.defaultExpires < cfg.minExpires || cfg.defaultExpires > cfg.maxExpires) {
+    issues.push(`defaultExpires: expected between minExpires (${cfg.minExpires}) and maxExpires (${cfg.maxExpires}), got ${cfg.defaultExpires}`)
+  }
+  const seen = new Set<string>()
+  cfg.sip.forEach((l, i) => {
+    const k = `${l.protocol === 'udp' ? 'udp' : 'stream'}|${l.host}|${l.port}`
+    if (l.port !== 0 && seen.has(k)) issues.push(`sip[${i}]: duplicate listener ${l.protocol}:${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`)
+    seen.add(k)
+  })
+  const secure = cfg.sip.findIndex(l => l.protocol === 'tls' || l.protocol === 'wss')
+  if (secure >= 0 && (cfg.tls.cert === undefined || cfg.tls.key === undefined)) {
+    issues.push(`tls: sip[${secure}] is ${cfg.sip[secure]!.protocol} and needs both tls.cert and tls.key (--tls-cert/--tls-key)`)
+  }
+  if ((cfg.tls.cert === undefined) !== (cfg.tls.key === undefined)) issues.push('tls: cert and key must be given together')
+  if (issues.length > 0) throw new ConfigError(issues)
+  return cfg
+}
+
+/** The whole chain for `sipring start`: defaults < file < env < flags. */
+export function loadConfig (args: string[], env: NodeJS.ProcessEnv): { config: SipringConfig, help: boolean } {
+  const flags = parseStartArgs(args)
+  if (flags.help) return { config: defaultConfig(), help: true }
+  const e = envLayer(env)
+  const path = flags.config ?? e.config
+  const layers: Layer[] = []
+  if (path !== undefined) layers.push(fileLayer(path))
+  layers.push(e.layer, flags.layer)
+  return { config: resolveConfig(layers), help: false }
+}
+
+/** `sipring start --help`. */
+export function startHelp (): string {
+  const lines = [
+    'Usage: sipring start [options]',
+    '',
+    'Starts one super node (SIP registrar + stateful proxy) and its admin HTTP API.',
+    'Settings come from embedded defaults, then the config file, then SIPRING_* environment',
+    'variables, then these options (each later source wins; list options replace the whole list).',
+    '',
+    'Options:'
+  ]
+  for (const [flag, spec] of Object.entries(START_FLAGS)) {
+    const left = spec.arg === '' ? flag : `${flag} ${spec.arg}`
+    lines.push(`  ${left.padEnd(32)} ${spec.describe}`)
+  }
+  lines.push('', 'Environment variables:')
+  const envDoc: Record<string, string> = {
+    SIPRING_CONFIG: 'config file', SIPRING_DATA: 'data directory', SIPRING_SIP: 'listeners, comma separated',
+    SIPRING_ADMIN: 'admin address or off', SIPRING_DOMAINS: 'domains, comma separated', SIPRING_MIN_EXPIRES: 'seconds',
+    SIPRING_MAX_EXPIRES: 'seconds', SIPRING_DEFAULT_EXPIRES: 'seconds', SIPRING_MAX_CONTACTS_PER_AOR: 'count',
+    SIPRING_LOG_LEVEL: 'log level', SIPRING_TLS_CERT: 'PEM path', SIPRING_TLS_KEY: 'PEM path', SIPRING_NODE_ID: 'node id',
+    SIPRING_RECORD_ROUTE: 'true or false', SIPRING_ADVERTISE: 'host for Via/Record-Route'
+  }
+  for (const name of Object.keys(ENV_VARS)) lines.push(`  ${name.padEnd(32)} ${envDoc[name] ?? ''}`)
+  lines.push('', 'Config file keys (YAML or JSON): ' + CONFIG_KEYS.join(', ') + '.',
+    'Example:',
+    '  dataDir: /var/lib/sipring',
+    '  sip: [ "udp:0.0.0.0:5060", "tcp:0.0.0.0:5060", "udp:[::]:5060", "tcp:[::]:5060" ]',
+    '  admin: 127.0.0.1:5080',
+    '  domains: [ example.org ]',
+    '  minExpires: 60',
+    '  maxExpires: 3600',
+    '  defaultExpires: 3600',
+    '  maxContactsPerAor: 10',
+    '  logLevel: info',
+    '',
+    'A bad value exits with code 2 and a message naming the key; a port in use exits with code 1.',
+    'SIGTERM or SIGINT stops cleanly (registrations are flushed to the data dir); a second one forces exit.',
+    'See docs/operations.md for the full reference.')
+  return lines.join('\n')
+}

@@ -1,0 +1,194 @@
+/**
+ * The `sipring` command line: `start`, `status`, `help`, `--version`.
+ * Exit codes: 0 ok, 1 runtime failure (port in use, admin unreachable…), 2 bad usage or configuration.
+ */
+import { request } from 'node:http'
+import { ConfigError, UsageError, loadConfig, startHelp } from './config.js'
+import { DaemonError, formatEndpoint, startDaemon, type Daemon } from './run.js'
+import { createPinoLogger, cryptoRng, systemClock } from './system.js'
+import { VERSION } from './version.js'
+
+export interface Io {
+  out: (s: string) => void
+  err: (s: string) => void
+}
+
+const defaultIo: Io = {
+  out: s => { process.stdout.write(s.endsWith('\n') ? s : s + '\n') },
+  err: s => { process.stderr.write(s.endsWith('\n') ? s : s + '\n') }
+}
+
+export function mainHelp (): string {
+  return [
+    `sipring ${VERSION} — P2P SIP platform: super node (SIP registrar + stateful proxy)`,
+    '',
+    'Usage:',
+    '  sipring start [options]           start a super node (see `sipring start --help`)',
+    '  sipring status [--admin H:P] [--json]',
+    '                                    show a running node\'s status (admin API, default 127.0.0.1:5080)',
+    '  sipring help [command]            this help, or a command\'s help',
+    '  sipring --version                 print the version',
+    '',
+    'Documentation: README.md and docs/operations.md'
+  ].join('\n')
+}
+
+export function statusHelp (): string {
+  return [
+    'Usage: sipring status [--admin HOST:PORT] [--json]',
+    '',
+    'Fetches GET /status from a running node\'s admin API and prints it.',
+    '  --admin HOST:PORT   admin API address (default: $SIPRING_ADMIN, else 127.0.0.1:5080)',
+    '  --json              print the raw JSON',
+    'Exits 1 when the admin API cannot be reached.'
+  ].join('\n')
+}
+
+/** Run the CLI. Resolves with the exit code (for `start`: once the node has stopped). */
+export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env, io: Io = defaultIo): Promise<number> {
+  const [cmd, ...rest] = argv
+  switch (cmd) {
+    case undefined: case 'help': case '--help': case '-h': {
+      const sub = rest[0]
+      if (sub === 'start') io.out(startHelp())
+      else if (sub === 'status') io.out(statusHelp())
+      else if (sub !== undefined && cmd === 'help') { io.err(`sipring: unknown command ${JSON.stringify(sub)}\n\n${mainHelp()}`); return 2 }
+      else io.out(mainHelp())
+      return 0
+    }
+    case '--version': case '-v': case 'version':
+      io.out(VERSION)
+      return 0
+    case 'start': return await startCommand(rest, env, io)
+    case 'status': return await statusCommand(rest, env, io)
+    default:
+      io.err(`sipring: unknown command ${JSON.stringify(cmd)}\n\n${mainHelp()}`)
+      return 2
+  }
+}
+
+async function startCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  let config
+  try {
+    const r = loadConfig(args, env)
+    if (r.help) { io.out(startHelp()); return 0 }
+    config = r.config
+  } catch (err) {
+    if (err instanceof ConfigError) { for (const i of err.issues) io.err(`sipring: invalid config: ${i}`); return 2 }
+    if (err instanceof UsageError) { io.err(`sipring: ${err.message} (see \`sipring start --help\`)`); return 2 }
+    throw err
+  }
+  const { logger, pino } = createPinoLogger({ level: config.logLevel })
+  let daemon: Daemon
+  try {
+    daemon = await startDaemon(config, { clock: systemClock, rng: cryptoRng, logger })
+  } catch (err) {
+    const code = err instanceof DaemonError ? err.exitCode : 1
+    logger.error({ err: (err as Error).message }, 'start failed')
+    io.err(`sipring: ${(err as Error).message}`)
+    return code
+  }
+
+  process.on('uncaughtException', (err) => { logger.error({ err: err.stack ?? err.message }, 'uncaught exception (kept running)') })
+  process.on('unhandledRejection', (err) => { logger.error({ err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, 'unhandled rejection (kept running)') })
+
+  return await new Promise<number>((resolve) => {
+    let signals = 0
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++
+      if (signals > 1) {
+        logger.warn({ signal: sig }, 'second signal: forcing exit')
+        pino.flush()
+        process.exit(1)
+      }
+      logger.info({ signal: sig }, `${sig} received: stopping (send it again to force exit)`)
+      daemon.stop().then(() => { resolve(0) }, (err: unknown) => {
+        logger.error({ err: (err as Error).message }, 'clean stop failed')
+        resolve(1)
+      })
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  })
+}
+
+function parseAdmin (s: string): { host: string, port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s)
+  if (m === null) return undefined
+  const port = Number(m[2])
+  if (port < 1 || port > 65535) return undefined
+  return { host: m[1]!, port }
+}
+
+export function fetchJson (host: string, port: number, path: string, timeoutMs = 3000): Promise<{ status: number, body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, method: 'GET', timeout: timeoutMs, headers: { accept: 'application/json' } }, res => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) })
+        } catch {
+          reject(Object.assign(new Error('the admin API answered something that is not JSON'), { code: 'EBADJSON' }))
+        }
+      })
+    })
+    req.on('timeout', () => { req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })) })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+function duration (s: number): string {
+  const d = Math.floor(s / 86400); const h = Math.floor(s % 86400 / 3600); const m = Math.floor(s % 3600 / 60); const sec = s % 60
+  return [d > 0 ? `${d}d` : '', h > 0 ? `${h}h` : '', m > 0 ? `${m}m` : '', `${sec}s`].filter(x => x !== '').join(' ')
+}
+
+/** Human-readable rendering of GET /status. */
+export function formatStatus (s: Record<string, any>): string {
+  const counts = (s.counts ?? {}) as Record<string, unknown>
+  const row = (k: string, v: unknown): string => `  ${k.padEnd(14)}${String(v)}`
+  return [
+    `sipring node ${String(s.nodeId)} (version ${String(s.version)})`,
+    row('uptime', `${duration(Number(s.uptimeSeconds ?? 0))}${s.startedAt !== undefined ? ` (since ${String(s.startedAt)})` : ''}`),
+    row('listeners', Array.isArray(s.listeners) ? s.listeners.join(', ') : '-'),
+    row('admin', s.admin ?? '-'),
+    row('data dir', s.dataDir ?? '-'),
+    row('domains', Array.isArray(s.domains) && s.domains.length > 0 ? s.domains.join(', ') : 'any'),
+    row('AORs', counts.aors ?? '-'),
+    row('contacts', counts.contacts ?? '-'),
+    row('transactions', counts.transactions ?? '-')
+  ].join('\n')
+}
+
+async function statusCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  let adminText = env.SIPRING_ADMIN ?? '127.0.0.1:5080'
+  let json = false
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    if (a === '--help' || a === '-h') { io.out(statusHelp()); return 0 }
+    if (a === '--json') { json = true; continue }
+    if (a === '--admin' || a.startsWith('--admin=')) {
+      const v = a === '--admin' ? args[++i] : a.slice('--admin='.length)
+      if (v === undefined) { io.err('sipring: option --admin needs a value (HOST:PORT)'); return 2 }
+      adminText = v
+      continue
+    }
+    io.err(`sipring: unknown option ${a} (see \`sipring status --help\`)`)
+    return 2
+  }
+  const admin = parseAdmin(adminText)
+  if (admin === undefined) { io.err(`sipring: --admin: expected host:port (e.g. 127.0.0.1:5080), got ${JSON.stringify(adminText)}`); return 2 }
+  const url = `http://${formatEndpoint({ address: admin.host, port: admin.port })}/status`
+  let r
+  try {
+    r = await fetchJson(admin.host, admin.port, '/status')
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    io.err(`sipring: cannot reach the admin API at ${url}${code !== undefined ? ` (${code})` : ''}: ${(err as Error).message}. Is sipring running? Use --admin HOST:PORT.`)
+    return 1
+  }
+  if (r.status !== 200) { io.err(`sipring: ${url} answered HTTP ${r.status}: ${JSON.stringify(r.body)}`); return 1 }
+  io.out(json ? JSON.stringify(r.body, null, 2) : formatStatus(r.body as Record<string, any>))
+  return 0
+}
