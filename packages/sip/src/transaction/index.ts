@@ -1,0 +1,3 @@
+export * from './common.js'
+export * from './client.js'
+export * from './server.js'
