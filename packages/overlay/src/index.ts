@@ -1,1 +1,7 @@
-export {}
+export * from './network.js'
+export * from './ring.js'
+export * from './membership.js'
+export * from './store.js'
+export * from './node.js'
+export { TypedEmitter } from './events.js'
+export { SimOverlayHub, SimOverlayNetwork, drive, yieldToMicrotasks, type SimOverlayInit, type SimStats, type SteppableClock } from './sim.js'

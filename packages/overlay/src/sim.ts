@@ -1,0 +1,178 @@
+import type { Clock, Rng, Timer } from '@sipring/interface'
+import {
+  OverlayAbortError, OverlayProtocolError, OverlayTimeoutError, OverlayUnreachableError,
+  type OverlayMessage, type OverlayNetwork, type PeerId, type RequestHandler, type SendOptions
+} from './network.js'
+
+export interface SimOverlayInit {
+  clock: Clock
+  rng: Rng
+  /** One-way delay in ms: uniform in [min, max]. Default 5..15. */
+  latency?: { min: number, max: number }
+  /** Probability that one message (request or response) is lost. Default 0. */
+  loss?: number
+  /** Default request timeout in ms when the sender gives none. Default 2000. */
+  defaultTimeout?: number
+}
+
+export interface SimStats { requests: number, delivered: number, lost: number, timeouts: number }
+
+/**
+ * In-memory request/response network for overlay nodes, driven by a SimClock and a SeededRng:
+ * per-message delay and loss, crashed nodes (never answer) and partitions. Messages are deep-copied
+ * (structuredClone) so nodes never share objects.
+ */
+export class SimOverlayHub {
+  readonly clock: Clock
+  private readonly rng: Rng
+  private readonly latency: { min: number, max: number }
+  loss: number
+  private readonly defaultTimeout: number
+  private readonly nodes = new Map<PeerId, SimOverlayNetwork>()
+  private readonly down = new Set<PeerId>()
+  private readonly cuts = new Set<string>()
+  readonly stats: SimStats = { requests: 0, delivered: 0, lost: 0, timeouts: 0 }
+
+  constructor (init: SimOverlayInit) {
+    this.clock = init.clock
+    this.rng = init.rng
+    this.latency = init.latency ?? { min: 5, max: 15 }
+    this.loss = init.loss ?? 0
+    this.defaultTimeout = init.defaultTimeout ?? 2000
+  }
+
+  /** The network port of peer `id` (created on first call; revives a crashed peer). */
+  connect (id: PeerId): SimOverlayNetwork {
+    this.down.delete(id)
+    let n = this.nodes.get(id)
+    if (n === undefined) { n = new SimOverlayNetwork(this, id); this.nodes.set(id, n) }
+    return n
+  }
+
+  /** The peer stops answering and sending; its handlers are dropped (a fresh process must re-register). */
+  crash (id: PeerId): void {
+    this.down.add(id)
+    const n = this.nodes.get(id)
+    if (n !== undefined) n.handlers.length = 0
+  }
+
+  isUp (id: PeerId): boolean { return this.nodes.has(id) && !this.down.has(id) }
+
+  /** Cut (or heal) the link between two peers, both directions. */
+  partition (a: PeerId, b: PeerId, cut = true): void {
+    const k = a < b ? `${a}\n${b}` : `${b}\n${a}`
+    if (cut) this.cuts.add(k); else this.cuts.delete(k)
+  }
+
+  private linked (a: PeerId, b: PeerId): boolean {
+    return !this.cuts.has(a < b ? `${a}\n${b}` : `${b}\n${a}`)
+  }
+
+  private delay (): number {
+    const { min, max } = this.latency
+    return min + this.rng.next() * (max - min)
+  }
+
+  private lost (): boolean { return this.loss > 0 && this.rng.next() < this.loss }
+
+  /** @internal */
+  request (from: PeerId, to: PeerId, msg: OverlayMessage, opts: SendOptions): Promise<OverlayMessage> {
+    this.stats.requests++
+    return new Promise<OverlayMessage>((resolve, reject) => {
+      let done = false
+      let timer: Timer | undefined
+      const finish = (fn: () => void): void => {
+        if (done) return
+        done = true
+        timer?.cancel()
+        opts.signal?.removeEventListener('abort', onAbort)
+        fn()
+      }
+      const onAbort = (): void => { finish(() => { reject(new OverlayAbortError()) }) }
+      if (opts.signal?.aborted === true) { onAbort(); return }
+      opts.signal?.addEventListener('abort', onAbort)
+      timer = this.clock.setTimer(opts.timeout ?? this.defaultTimeout, () => {
+        this.stats.timeouts++
+        finish(() => { reject(new OverlayTimeoutError(`${from} → ${to}: ${msg.type} timed out`)) })
+      })
+      if (!this.nodes.has(to)) { finish(() => { reject(new OverlayUnreachableError(`unknown peer ${to}`)) }); return }
+      if (this.down.has(from)) return // a crashed sender's messages go nowhere
+      let copy: OverlayMessage
+      try { copy = structuredClone(msg) } catch (err) {
+        finish(() => { reject(new OverlayProtocolError(`request cannot be encoded: ${String(err)}`)) }); return
+      }
+      if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
+      this.clock.setTimer(this.delay(), () => {
+        if (this.down.has(to) || !this.linked(from, to)) { this.stats.lost++; return }
+        this.stats.delivered++
+        void this.nodes.get(to)!.dispatch(copy, from).then(res => {
+          if (this.down.has(to) || this.down.has(from)) return
+          if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
+          let back: OverlayMessage
+          try { back = structuredClone(res) } catch (err) {
+            back = { type: 'error', code: 'ERR_ENCODE', message: `response cannot be encoded: ${String(err)}` }
+          }
+          this.clock.setTimer(this.delay(), () => { finish(() => { resolve(back) }) })
+        })
+      })
+    })
+  }
+}
+
+export class SimOverlayNetwork implements OverlayNetwork {
+  /** @internal */
+  readonly handlers: RequestHandler[] = []
+  constructor (private readonly hub: SimOverlayHub, readonly self: PeerId) {}
+
+  send (to: PeerId, msg: OverlayMessage, opts: SendOptions = {}): Promise<OverlayMessage> {
+    return this.hub.request(this.self, to, msg, opts)
+  }
+
+  onRequest (handler: RequestHandler): () => void {
+    this.handlers.push(handler)
+    return () => { const i = this.handlers.indexOf(handler); if (i >= 0) this.handlers.splice(i, 1) }
+  }
+
+  /** @internal */
+  async dispatch (msg: OverlayMessage, from: PeerId): Promise<OverlayMessage> {
+    for (const h of [...this.handlers]) {
+      try {
+        const res = await h(msg, from)
+        if (res !== undefined) return res
+      } catch (err) {
+        return { type: 'error', code: 'ERR_HANDLER', message: err instanceof Error ? err.message : String(err) }
+      }
+    }
+    return { type: 'error', code: 'ERR_UNSUPPORTED', message: `no handler for ${msg.type}` }
+  }
+}
+
+/** Lets pending promise callbacks run (a macrotask turn drains the microtask queue). */
+export function yieldToMicrotasks (): Promise<void> {
+  return new Promise(resolve => { setImmediate(resolve) })
+}
+
+/** A clock that can be stepped timer by timer (SimClock from @sipring/testkit). */
+export interface SteppableClock extends Clock {
+  nextAt (): number | undefined
+  step (): boolean
+  advanceTo (t: number): void
+}
+
+/**
+ * Advance a SimClock by `ms`, firing timers in order and letting promise chains run between
+ * timers (SimClock.advance alone is synchronous, so async request/response code would stall).
+ */
+export async function drive (clock: SteppableClock, ms: number): Promise<void> {
+  const target = clock.now() + ms
+  await yieldToMicrotasks()
+  for (;;) {
+    const at = clock.nextAt()
+    if (at === undefined || at > target) break
+    // fire every timer due at this instant, then let the microtasks they queued run
+    while (clock.nextAt() === at) clock.step()
+    await yieldToMicrotasks()
+  }
+  clock.advanceTo(target)
+  await yieldToMicrotasks()
+}

@@ -1,0 +1,623 @@
+import type { AbortOptions, Clock, Logger, Rng, Startable, Timer } from '@sipring/interface'
+import type { AbstractLevel } from 'abstract-level'
+import { TypedEmitter } from './events.js'
+import {
+  OverlayAbortError, OverlayError, QuorumError,
+  type OverlayMessage, type OverlayNetwork, type PeerId, type Version, type WireItem
+} from './network.js'
+import type { Hasher, Ring } from './ring.js'
+
+// ---------------------------------------------------------------- merge rules (pure)
+
+/** Total order on versions: updated, then counter, then origin. */
+export function compareVersions (a: Version, b: Version): number {
+  if (a.updated !== b.updated) return a.updated < b.updated ? -1 : 1
+  if (a.counter !== b.counter) return a.counter < b.counter ? -1 : 1
+  return a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : 0
+}
+
+/**
+ * Total order on whole items of one key: version first; on an equal version a tombstone beats a
+ * value, then the later expiry, then the value's JSON. `merge = max` under this order is therefore
+ * commutative, associative and idempotent, and a deletion (whose version is assigned above every
+ * version its coordinator has seen) beats every older write.
+ */
+export function compareItems (a: WireItem, b: WireItem): number {
+  const v = compareVersions(a.version, b.version)
+  if (v !== 0) return v
+  if (a.deleted !== b.deleted) return a.deleted ? 1 : -1
+  if (a.expires !== b.expires) return a.expires < b.expires ? -1 : 1
+  const ja = JSON.stringify(a.value) ?? ''; const jb = JSON.stringify(b.value) ?? ''
+  return ja < jb ? -1 : ja > jb ? 1 : 0
+}
+
+/** The merge of two states of the same key (undefined = no state). */
+export function mergeItem<T extends WireItem> (a: T | undefined, b: T | undefined): T | undefined {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  return compareItems(a, b) >= 0 ? a : b
+}
+
+// ---------------------------------------------------------------- store
+
+export type StoreDb = AbstractLevel<any, string, string>
+
+export interface StoreComponents {
+  clock: Clock
+  rng: Rng
+  logger: Logger
+  network: OverlayNetwork
+  /** Positions keys on the ring (the same hasher the rings use). */
+  hasher: Hasher
+  /** Persistence (classic-level in the daemon, memory-level in tests). Optional: memory only. */
+  db?: StoreDb
+}
+
+export interface StoreInit {
+  /** Replicas per item (R). Default 3. */
+  replicas?: number
+  /** Acks needed for a write (W). Default 2. */
+  writeQuorum?: number
+  /** Answers needed for a read. Default 2. */
+  readQuorum?: number
+  /** Per-request timeout, ms. Default 1000. */
+  requestTimeout?: number
+  /** Longest item lifetime, ms (a larger ttl is refused). Default 24 h. */
+  maxTtl?: number
+  /** Tombstone lifetime, ms; must be >= maxTtl so an older write is expired before its tombstone goes. Default maxTtl. */
+  tombstoneTtl?: number
+  /** Anti-entropy period, ms (jittered ±25%). 0 disables. Default 30,000. */
+  antiEntropyInterval?: number
+  /** Digest buckets (a power of two, <= 4096). Default 256. */
+  digestBuckets?: number
+  /** Items per message (puts, handoff batches, diffs). Default 500. */
+  maxItemsPerMessage?: number
+  /** Longest key. Default 1024 characters. */
+  maxKeyLength?: number
+  /** Local capacity: new keys beyond it are refused. Default 1,000,000. */
+  maxLocalItems?: number
+  /** Versions further in the future than this are refused (clock skew guard). Default 60,000 ms. */
+  maxClockSkew?: number
+  /** Key prefix in the db (so the db can be shared). Default `ovs!`. */
+  dbPrefix?: string
+}
+
+export interface PutOptions extends AbortOptions {
+  /** Lifetime in ms (default and maximum: maxTtl). */
+  ttl?: number
+}
+
+interface Entry<V> extends WireItem<V> {
+  /** Ring position, computed once. */
+  pos: bigint
+}
+
+export interface StoreEvents<V> {
+  /** A local replica changed (local write, replication, repair, handoff or anti-entropy). */
+  change: (key: string, item: WireItem<V>) => void
+}
+
+export interface StoreStats {
+  items: number
+  tombstones: number
+  handoffSent: number
+  handoffDropped: number
+  repairs: number
+  antiEntropyRounds: number
+  antiEntropyItems: number
+  rejected: number
+}
+
+/**
+ * Replicated keyed store on the consistent-hash ring: an item lives on ring.owners(key, R); writes
+ * wait for W acks, reads for a read quorum with read repair; ring changes hand items to new owners
+ * (and drop what this node no longer owns); anti-entropy compares range digests with one replica
+ * peer per round. Values must be JSON-serialisable.
+ */
+export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements Startable {
+  readonly self: PeerId
+  private readonly clock: Clock
+  private readonly rng: Rng
+  private readonly log: Logger
+  private readonly net: OverlayNetwork
+  private readonly db: StoreDb | undefined
+  private readonly hasher: Hasher
+  readonly replicas: number
+  readonly writeQuorum: number
+  readonly readQuorum: number
+  private readonly timeout: number
+  readonly maxTtl: number
+  readonly tombstoneTtl: number
+  private readonly aeInterval: number
+  private readonly bucketBits: number
+  private readonly maxBatch: number
+  private readonly maxKeyLength: number
+  private readonly maxLocalItems: number
+  private readonly maxSkew: number
+  private readonly prefix: string
+
+  private ring: Ring | undefined
+  /** Anti-entropy partners under `ring` (members sharing a replicated range), cached per ring. */
+  private peersOf: { ring: Ring, peers: PeerId[] } | undefined
+  private readonly items = new Map<string, Entry<V>>()
+  private hlc = { updated: 0, counter: 0 }
+  private running = false
+  private aeTimer: Timer | undefined
+  private unhandle: (() => void) | undefined
+  private persistChain: Promise<void> = Promise.resolve()
+  private handoffChain: Promise<void> = Promise.resolve()
+  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0 }
+
+  constructor (components: StoreComponents, init: StoreInit = {}) {
+    super()
+    this.clock = components.clock
+    this.rng = components.rng
+    this.net = components.network
+    this.self = this.net.self
+    this.db = components.db
+    this.hasher = components.hasher
+    this.log = components.logger.child({ component: 'overlay-store', self: this.self })
+    this.replicas = init.replicas ?? 3
+    this.writeQuorum = init.writeQuorum ?? 2
+    this.readQuorum = init.readQuorum ?? 2
+    this.timeout = init.requestTimeout ?? 1000
+    this.maxTtl = init.maxTtl ?? 86_400_000
+    this.tombstoneTtl = init.tombstoneTtl ?? this.maxTtl
+    this.aeInterval = init.antiEntropyInterval ?? 30_000
+    const buckets = init.digestBuckets ?? 256
+    this.bucketBits = Math.log2(buckets)
+    this.maxBatch = init.maxItemsPerMessage ?? 500
+    this.maxKeyLength = init.maxKeyLength ?? 1024
+    this.maxLocalItems = init.maxLocalItems ?? 1_000_000
+    this.maxSkew = init.maxClockSkew ?? 60_000
+    this.prefix = init.dbPrefix ?? 'ovs!'
+    const intIn = (x: number, lo: number, hi: number): boolean => Number.isInteger(x) && x >= lo && x <= hi
+    if (!intIn(this.replicas, 1, 16)) throw new RangeError('replicas must be an integer in [1, 16]')
+    if (!intIn(this.writeQuorum, 1, this.replicas) || !intIn(this.readQuorum, 1, this.replicas)) throw new RangeError('quorums must be in [1, replicas]')
+    if (!intIn(this.bucketBits, 0, 12)) throw new RangeError('digestBuckets must be a power of two <= 4096')
+    if (this.tombstoneTtl < this.maxTtl) throw new RangeError('tombstoneTtl must be >= maxTtl (or deleted items could come back)')
+    if (!(this.maxBatch >= 1)) throw new RangeError('maxItemsPerMessage must be >= 1')
+    this.onListenerError = err => { this.log.error({ err }, 'store listener threw') }
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /** Load what the db holds (dropping expired items), answer requests, start anti-entropy. */
+  async start (): Promise<void> {
+    if (this.running) return
+    if (this.db !== undefined) {
+      if (this.db.status !== 'open') await this.db.open()
+      const now = this.clock.now()
+      const stale: string[] = []
+      for await (const [k, v] of this.db.iterator({ gte: this.prefix, lt: this.prefix + '\xff' })) {
+        const key = k.slice(this.prefix.length)
+        try {
+          const it = JSON.parse(v) as WireItem<V>
+          if (it.expires <= now) { stale.push(k); continue }
+          this.items.set(key, { ...it, key, pos: this.position(key) })
+          this.observe(it.version)
+        } catch {
+          this.log.warn({ key }, 'unreadable item in db, dropped')
+          stale.push(k)
+        }
+      }
+      for (const k of stale) await this.db.del(k)
+    }
+    this.running = true
+    this.unhandle = this.net.onRequest((msg, from) => this.handle(msg, from))
+    this.scheduleAntiEntropy()
+  }
+
+  /** Stop timers and handlers and flush pending db writes (the db is left open: its owner closes it). */
+  async stop (): Promise<void> {
+    this.running = false
+    this.aeTimer?.cancel(); this.aeTimer = undefined
+    this.unhandle?.(); this.unhandle = undefined
+    await this.handoffChain.catch(() => {})
+    await this.persistChain
+  }
+
+  /** Wait until every db write queued so far is done. */
+  async flush (): Promise<void> { await this.persistChain }
+
+  /** Install a new ring (from the membership view); hands items to new owners and drops what moved away. */
+  setRing (ring: Ring): void {
+    const old = this.ring
+    this.ring = ring
+    if (old === ring || !this.running) return
+    this.handoffChain = this.handoffChain.then(() => this.handoff(old, ring)).catch(err => {
+      this.log.warn({ err: String(err) }, 'handoff failed')
+    })
+  }
+
+  /**
+   * Push and drop what this node holds but no longer owns under the current ring (e.g. items a
+   * replica with a lagging view sent here after our handoff). Runs before every anti-entropy round.
+   */
+  async rebalance (): Promise<void> {
+    const ring = this.ring
+    if (ring === undefined || !this.running) return
+    this.handoffChain = this.handoffChain.then(() => this.handoff(ring, ring)).catch(err => {
+      this.log.warn({ err: String(err) }, 'rebalance failed')
+    })
+    await this.handoffChain
+  }
+
+  /** Resolves when the handoffs started so far are finished. */
+  async settled (): Promise<void> { await this.handoffChain }
+
+  // ------------------------------------------------------------ public API
+
+  async put (key: string, value: V, opts: PutOptions = {}): Promise<void> {
+    this.checkKey(key)
+    const ttl = opts.ttl ?? this.maxTtl
+    if (!(typeof ttl === 'number' && ttl > 0 && ttl <= this.maxTtl)) throw new OverlayError('ERR_BAD_TTL', `ttl must be in (0, ${this.maxTtl}] ms`)
+    if (value === undefined) throw new OverlayError('ERR_BAD_VALUE', 'value must not be undefined (use delete)')
+    const item: WireItem<V> = { key, version: this.nextVersion(), deleted: false, value, expires: this.clock.now() + ttl }
+    await this.replicate(item, opts)
+  }
+
+  /** Delete: reads the current version (quorum) so the tombstone's version is above it, then writes the tombstone. */
+  async delete (key: string, opts: AbortOptions = {}): Promise<void> {
+    this.checkKey(key)
+    const cur = await this.read(key, opts).catch(() => undefined)
+    const now = this.clock.now()
+    const expires = Math.max(now + this.tombstoneTtl, cur?.expires ?? 0)
+    const item: WireItem<V> = { key, version: this.nextVersion(), deleted: true, expires }
+    await this.replicate(item, opts)
+  }
+
+  /** The value, or undefined when absent, deleted or expired. Waits for the read quorum; repairs stale replicas. */
+  async get (key: string, opts: AbortOptions = {}): Promise<V | undefined> {
+    this.checkKey(key)
+    const it = await this.read(key, opts)
+    return it === undefined || it.deleted ? undefined : it.value
+  }
+
+  /** This node's local replica of `key` (tombstones included), without network. */
+  local (key: string): WireItem<V> | undefined {
+    const e = this.items.get(key)
+    if (e === undefined || e.expires <= this.clock.now()) return undefined
+    return toWire(e)
+  }
+
+  /** Keys held locally (unexpired, tombstones included). */
+  localKeys (): string[] {
+    const now = this.clock.now()
+    return [...this.items.values()].filter(e => e.expires > now).map(e => e.key)
+  }
+
+  /** Owners of a key under the current ring. */
+  owners (key: string): PeerId[] {
+    return this.ring === undefined ? [] : this.ring.owners(key, this.replicas)
+  }
+
+  /** Remove expired items and tombstones (memory and db). Returns how many went. */
+  sweep (): number {
+    const now = this.clock.now()
+    let n = 0
+    for (const e of [...this.items.values()]) {
+      if (e.expires <= now) { this.items.delete(e.key); this.persistDel(e.key); n++ }
+    }
+    return n
+  }
+
+  getStats (): StoreStats {
+    const now = this.clock.now()
+    let items = 0; let tombstones = 0
+    for (const e of this.items.values()) if (e.expires > now) { if (e.deleted) tombstones++; else items++ }
+    return { ...this.stats, items, tombstones }
+  }
+
+  // ------------------------------------------------------------ replication
+
+  private requireRing (): Ring {
+    if (this.ring === undefined || this.ring.size === 0) throw new OverlayError('ERR_NO_RING', 'no ring yet (not joined)')
+    return this.ring
+  }
+
+  private async replicate (item: WireItem<V>, opts: AbortOptions): Promise<void> {
+    if (!this.running) throw new OverlayError('ERR_NOT_STARTED', 'store is not running')
+    if (opts.signal?.aborted === true) throw new OverlayAbortError()
+    const owners = this.requireRing().owners(item.key, this.replicas)
+    const need = Math.min(this.writeQuorum, owners.length)
+    let acks = 0; let fails = 0
+    await new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (acks >= need) resolve()
+        else if (owners.length - fails < need) reject(new QuorumError(acks, need, `write ${item.key}`))
+      }
+      for (const o of owners) {
+        if (o === this.self) {
+          this.applyLocal(item)
+          acks++
+          continue
+        }
+        this.net.send(o, { type: 'store.put', items: [item] }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+          if (res.type === 'store.ok') acks++; else fails++
+          check()
+        }, () => { fails++; check() })
+      }
+      check()
+    })
+  }
+
+  private async read (key: string, opts: AbortOptions): Promise<WireItem<V> | undefined> {
+    if (!this.running) throw new OverlayError('ERR_NOT_STARTED', 'store is not running')
+    if (opts.signal?.aborted === true) throw new OverlayAbortError()
+    const owners = this.requireRing().owners(key, this.replicas)
+    const need = Math.min(this.readQuorum, owners.length)
+    const answers = new Map<PeerId, WireItem<V> | null>()
+    let fails = 0
+    let best: WireItem<V> | undefined
+    const all: Array<Promise<void>> = []
+    const result = await new Promise<WireItem<V> | undefined>((resolve, reject) => {
+      const check = (): void => {
+        if (answers.size >= need) resolve(best)
+        else if (owners.length - fails < need) reject(new QuorumError(answers.size, need, `read ${key}`))
+      }
+      const got = (o: PeerId, it: WireItem<V> | null): void => {
+        answers.set(o, it)
+        if (it !== null) { this.observe(it.version); best = mergeItem(best, it) }
+        check()
+      }
+      for (const o of owners) {
+        if (o === this.self) { got(o, this.local(key) ?? null); continue }
+        all.push(this.net.send(o, { type: 'store.get', key }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+          if (res.type === 'store.item' && (res.item === null || res.item.key === key)) {
+            got(o, res.item === null || res.item.expires <= this.clock.now() ? null : res.item as WireItem<V>)
+          } else { fails++; check() }
+        }, () => { fails++; check() }))
+      }
+      check()
+    })
+    // read repair, once every owner answered or failed
+    void Promise.allSettled(all).then(() => {
+      if (best === undefined || !this.running) return
+      for (const [o, it] of answers) {
+        if (it !== null && compareItems(it, best) >= 0) continue
+        this.stats.repairs++
+        if (o === this.self) this.applyLocal(best)
+        else this.net.send(o, { type: 'store.put', items: [best] }, { timeout: this.timeout }).catch(() => {})
+      }
+    })
+    return result
+  }
+
+  // ------------------------------------------------------------ local state
+
+  private checkKey (key: string): void {
+    if (typeof key !== 'string' || key.length === 0 || key.length > this.maxKeyLength) {
+      throw new OverlayError('ERR_BAD_KEY', `key must be a string of 1..${this.maxKeyLength} characters`)
+    }
+  }
+
+  private position (key: string): bigint {
+    return this.hasher.hash64(key)
+  }
+
+  private nextVersion (): Version {
+    const now = this.clock.now()
+    if (now > this.hlc.updated) this.hlc = { updated: now, counter: 0 }
+    else this.hlc = { updated: this.hlc.updated, counter: this.hlc.counter + 1 }
+    return { ...this.hlc, origin: this.self }
+  }
+
+  /** Hybrid logical clock: never assign a version below one already seen. */
+  private observe (v: Version): void {
+    if (v.updated > this.hlc.updated || (v.updated === this.hlc.updated && v.counter > this.hlc.counter)) {
+      this.hlc = { updated: v.updated, counter: v.counter }
+    }
+  }
+
+  /** Merge an item into the local replica; true when it changed something. */
+  private applyLocal (item: WireItem<V>): boolean {
+    const now = this.clock.now()
+    if (item.expires <= now) return false
+    const cur = this.items.get(item.key)
+    if (cur !== undefined && cur.expires > now && compareItems(cur, item) >= 0) return false
+    if (cur === undefined && this.items.size >= this.maxLocalItems) throw new OverlayError('ERR_FULL', 'store is full')
+    this.observe(item.version)
+    const e: Entry<V> = { ...toWire(item), pos: cur?.pos ?? this.position(item.key) }
+    this.items.set(item.key, e)
+    this.persistPut(e)
+    this.emit('change', item.key, toWire(e))
+    return true
+  }
+
+  private persistPut (e: Entry<V>): void {
+    const db = this.db
+    if (db === undefined) return
+    const v = JSON.stringify(toWire(e))
+    this.persistChain = this.persistChain.then(() => db.put(this.prefix + e.key, v)).catch(err => {
+      this.log.error({ err: String(err), key: e.key }, 'db write failed')
+    })
+  }
+
+  private persistDel (key: string): void {
+    const db = this.db
+    if (db === undefined) return
+    this.persistChain = this.persistChain.then(() => db.del(this.prefix + key)).catch(err => {
+      this.log.error({ err: String(err), key }, 'db delete failed')
+    })
+  }
+
+  /** Validate and merge incoming items; returns how many were accepted. */
+  private acceptItems (items: WireItem[]): number {
+    const limit = this.clock.now() + this.maxSkew
+    let n = 0
+    for (const it of items) {
+      if (typeof it.key !== 'string' || it.key.length === 0 || it.key.length > this.maxKeyLength ||
+          it.version.updated > limit || it.expires > limit + this.tombstoneTtl) {
+        this.stats.rejected++
+        continue
+      }
+      try { if (this.applyLocal(it as WireItem<V>)) n++ } catch { this.stats.rejected++ }
+    }
+    return n
+  }
+
+  // ------------------------------------------------------------ request handling
+
+  private async handle (msg: OverlayMessage, from: PeerId): Promise<OverlayMessage | undefined> {
+    if (!this.running) return undefined
+    switch (msg.type) {
+      case 'store.put':
+        if (msg.items.length > this.maxBatch) return { type: 'error', code: 'ERR_TOO_MANY', message: `more than ${this.maxBatch} items` }
+        return { type: 'store.ok', stored: this.acceptItems(msg.items) }
+      case 'store.get':
+        return { type: 'store.item', item: typeof msg.key === 'string' ? this.local(msg.key) ?? null : null }
+      case 'store.digest':
+        return this.answerDigest(msg.buckets, from)
+      default:
+        return undefined
+    }
+  }
+
+  // ------------------------------------------------------------ handoff / re-replication
+
+  private async handoff (old: Ring | undefined, ring: Ring): Promise<void> {
+    const now = this.clock.now()
+    const batches = new Map<PeerId, Array<Entry<V>>>()
+    const leaving: Array<{ e: Entry<V>, owners: PeerId[] }> = []
+    const add = (p: PeerId, e: Entry<V>): void => {
+      const b = batches.get(p); if (b === undefined) batches.set(p, [e]); else b.push(e)
+    }
+    for (const e of this.items.values()) {
+      if (e.expires <= now) continue
+      const owners = ring.ownersAt(e.pos, this.replicas)
+      const before = old?.ownersAt(e.pos, this.replicas) ?? [this.self]
+      if (!owners.includes(this.self)) {
+        // no longer ours: give it to every new owner, drop it once a write quorum of them has it
+        for (const o of owners) add(o, e)
+        leaving.push({ e, owners })
+        continue
+      }
+      // new owners of an item we keep: the first surviving old owner (in replica order) pushes it
+      const pusher = owners.find(o => before.includes(o))
+      if (pusher !== this.self) continue
+      for (const o of owners) if (o !== this.self && !before.includes(o)) add(o, e)
+    }
+    const acked = new Map<PeerId, Set<string>>()
+    await Promise.all([...batches].map(async ([peer, list]) => {
+      const ok = new Set<string>()
+      acked.set(peer, ok)
+      for (let i = 0; i < list.length; i += this.maxBatch) {
+        const chunk = list.slice(i, i + this.maxBatch)
+        try {
+          const res = await this.net.send(peer, { type: 'store.put', items: chunk.map(toWire) }, { timeout: this.timeout })
+          if (res.type === 'store.ok') { for (const e of chunk) ok.add(e.key); this.stats.handoffSent += chunk.length }
+        } catch { /* peer gone: anti-entropy or the next handoff retries */ }
+      }
+    }))
+    for (const { e, owners } of leaving) {
+      if (this.ring !== ring) break // a newer ring: its handoff decides
+      const cur = this.items.get(e.key)
+      if (cur !== e) continue // changed meanwhile
+      const need = Math.min(this.writeQuorum, owners.length)
+      const have = owners.filter(o => acked.get(o)?.has(e.key) === true).length
+      if (have >= need) {
+        this.items.delete(e.key)
+        this.persistDel(e.key)
+        this.stats.handoffDropped++
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ anti-entropy
+
+  private scheduleAntiEntropy (): void {
+    if (!this.running || this.aeInterval <= 0) return
+    const jitter = this.aeInterval * (0.75 + this.rng.next() * 0.5)
+    this.aeTimer = this.clock.setTimer(jitter, () => {
+      void this.rebalance().then(() => this.antiEntropyRound()).catch(err => { this.log.debug({ err: String(err) }, 'anti-entropy round failed') })
+        .finally(() => { this.scheduleAntiEntropy() })
+    })
+  }
+
+  private bucketOf (pos: bigint): number {
+    return this.bucketBits === 0 ? 0 : Number(pos >> BigInt(64 - this.bucketBits))
+  }
+
+  /** Items both this node and `peer` replicate (by this node's ring), unexpired. */
+  private sharedWith (peer: PeerId): Array<Entry<V>> {
+    const ring = this.ring
+    if (ring === undefined) return []
+    const now = this.clock.now()
+    const out: Array<Entry<V>> = []
+    for (const e of this.items.values()) {
+      if (e.expires <= now) continue
+      const owners = ring.ownersAt(e.pos, this.replicas)
+      if (owners.includes(peer) && owners.includes(this.self)) out.push(e)
+    }
+    return out
+  }
+
+  private digest (items: Array<Entry<V>>): bigint[] {
+    const d = new Array<bigint>(1 << this.bucketBits).fill(0n)
+    const h = this.hasher
+    for (const e of items) {
+      const b = this.bucketOf(e.pos)
+      d[b] = d[b]! ^ h.hash64(`${e.key}\u0000${e.version.updated}.${e.version.counter}.${e.version.origin}\u0000${e.deleted ? 1 : 0}\u0000${e.expires}`)
+    }
+    return d
+  }
+
+  /** One round with one random peer: exchange digests, then the items of the differing buckets both ways. */
+  async antiEntropyRound (peer?: PeerId): Promise<number> {
+    const ring = this.ring
+    if (ring === undefined || !this.running) return 0
+    if (this.peersOf?.ring !== ring) this.peersOf = { ring, peers: ring.replicaPeers(this.self, this.replicas) }
+    const others = this.peersOf.peers
+    const p = peer ?? others[this.rng.int(others.length)]
+    if (p === undefined) return 0
+    this.stats.antiEntropyRounds++
+    const mine = this.sharedWith(p)
+    const res = await this.net.send(p, { type: 'store.digest', buckets: this.digest(mine).map(x => x.toString(16)) }, { timeout: this.timeout })
+    if (res.type !== 'store.diff') return 0
+    const theirs = new Map<string, WireItem>()
+    for (const it of res.items) theirs.set(it.key, it)
+    let moved = this.acceptItems(res.items)
+    const diff = new Set(res.buckets)
+    const push: WireItem[] = []
+    for (const e of mine) {
+      if (!diff.has(this.bucketOf(e.pos))) continue
+      const t = theirs.get(e.key)
+      if (t === undefined ? !res.more : compareItems(e, t) > 0) push.push(toWire(e))
+    }
+    for (let i = 0; i < push.length; i += this.maxBatch) {
+      const r = await this.net.send(p, { type: 'store.put', items: push.slice(i, i + this.maxBatch) }, { timeout: this.timeout })
+      if (r.type === 'store.ok') moved += r.stored
+    }
+    this.stats.antiEntropyItems += moved
+    return moved
+  }
+
+  private answerDigest (buckets: string[], from: PeerId): OverlayMessage {
+    if (this.ring === undefined) return { type: 'error', code: 'ERR_NO_RING', message: 'no ring yet' }
+    if (buckets.length !== 1 << this.bucketBits) return { type: 'error', code: 'ERR_BUCKETS', message: `expected ${1 << this.bucketBits} buckets` }
+    const mine = this.sharedWith(from)
+    const d = this.digest(mine)
+    const diff: number[] = []
+    for (let i = 0; i < d.length; i++) if (d[i]!.toString(16) !== buckets[i]) diff.push(i)
+    const set = new Set(diff)
+    const items: WireItem[] = []
+    let more = false
+    for (const e of mine) {
+      if (!set.has(this.bucketOf(e.pos))) continue
+      if (items.length >= this.maxBatch) { more = true; break }
+      items.push(toWire(e))
+    }
+    return { type: 'store.diff', buckets: diff, items, more }
+  }
+}
+
+function toWire<V> (e: WireItem<V>): WireItem<V> {
+  const w: WireItem<V> = { key: e.key, version: { ...e.version }, deleted: e.deleted, expires: e.expires }
+  if (!e.deleted) w.value = e.value
+  return w
+}
+
+export function createReplicatedStore<V> (components: StoreComponents, init?: StoreInit): ReplicatedStore<V> {
+  return new ReplicatedStore<V>(components, init)
+}
