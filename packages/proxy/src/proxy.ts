@@ -1,7 +1,7 @@
 import type { Binding, Destination, Logger, Source, Timer } from '@sipring/interface'
 import { silentLogger } from '@sipring/interface'
 import {
-  aorOf as defaultAorOf, createResponse, getTag, parseCSeq, parseNameAddr, parseUri, parseVia, SipResponse
+  aorOf as defaultAorOf, createResponse, getTag, parseCSeq, parseNameAddr, parseUri, parseVia, SipResponse, hostEquals, isIPv4, isIPv6
 } from '@sipring/sip'
 import type { SipRequest, SipUri, Via } from '@sipring/sip'
 import { finalizeBest, selectBest } from './best.js'
@@ -290,8 +290,21 @@ export function createProxy (opts: ProxyOptions): Proxy {
       if (b.instance !== undefined || b.regId !== undefined || r.protocol === 'ws' || r.protocol === 'wss') return 'flow-failed'
       return undefined // plain TCP/TLS client whose connection closed: connect to its Contact
     }
-    if (r.protocol !== 'udp') return undefined
-    return b.path.length > 0 ? undefined : { protocol: r.protocol, address: r.address, port: r.port }
+    if (r.protocol !== 'udp' || b.path.length > 0) return undefined
+    // UDP: like Kamailio's nathelper (fix_nated_register), the source address is used only when the
+    // client is behind NAT, i.e. its Contact does not name the address the REGISTER came from (a private
+    // address, or a host name). A Contact on the source IP is used as registered, so a third-party
+    // registration (Contact on another port than the sending socket) reaches the registered socket.
+    return contactOnSource(b.contact, r.address) ? undefined : { protocol: r.protocol, address: r.address, port: r.port }
+  }
+
+  function contactOnSource (contact: string, address: string): boolean {
+    try {
+      const host = parseUri(contact).host
+      return (isIPv4(host) || isIPv6(host)) && hostEquals(host, address)
+    } catch {
+      return false
+    }
   }
 
   function optionsReply (tx: ServerTxLike, req: SipRequest): void {

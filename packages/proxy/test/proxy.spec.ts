@@ -233,6 +233,19 @@ t.test('NAT binding: sent to received; Path → Route and next hop = first Path 
   t.same(st2.sent[0]!.dest, { protocol: 'udp', address: '192.0.2.98', port: 5070 })
 })
 
+t.test('UDP binding whose Contact is on the source IP: sent to the Contact (third-party registration), not the source port', async t => {
+  const { stack, location, proxy } = setup()
+  location.map.set(BOB, [
+    binding('sip:bob@192.0.2.40:5072', { received: { protocol: 'udp', address: '192.0.2.40', port: 40123 } })
+  ])
+  await proxy.handleRequest(invite(), new FakeTx(ALICE_SRC))
+  t.same(stack.sent[0]!.dest, { protocol: 'udp', address: '192.0.2.40', port: 5072 }, 'the registered Contact')
+  const { stack: st2, location: loc2, proxy: p2 } = setup()
+  loc2.map.set(BOB, [binding('sip:bob@bob-pc.example.net', { received: { protocol: 'udp', address: '192.0.2.41', port: 5060 } })])
+  await p2.handleRequest(invite(), new FakeTx(ALICE_SRC))
+  t.same(st2.sent[0]!.dest, { protocol: 'udp', address: '192.0.2.41', port: 5060 }, 'a host-name Contact is reached at the source')
+})
+
 t.test('maxBranches limits the fork', async t => {
   const { stack, location, proxy } = setup({ limits: { maxBranches: 4 } })
   location.map.set(BOB, Array.from({ length: 10 }, (_, i) => binding(`sip:bob@192.0.2.${100 + i}`)))
