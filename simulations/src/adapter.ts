@@ -1,0 +1,144 @@
+/**
+ * The "node under test" behind a small adapter, so the engine can later drive `createSuperNode()`
+ * instead of a bare overlay node without changing the churn, workload or metrics code.
+ */
+import type { Clock, Logger, Rng, Timer } from '@sipring/interface'
+import {
+  OverlayNode, SimOverlayHub, type Hasher, type OverlayMessage, type OverlayNodeInit, type PeerId,
+  type RingFactory, type SendOptions, type SimOverlayInit
+} from '@sipring/overlay'
+
+/** A registration as the workload stores it: the contact and the client's write sequence number. */
+export interface RegValue { c: string, s: number }
+
+export interface SimNode<V = RegValue> {
+  readonly id: string
+  /** Start the process (a one-member overlay until {@link join}). */
+  start (): Promise<void>
+  /** Join through any of `seeds`. */
+  join (seeds: string[]): Promise<void>
+  /** Graceful leave (hand data over, tell peers). */
+  leave (): Promise<void>
+  /** Vanish without a word (process crash / host failure). */
+  crash (): Promise<void>
+  put (key: string, value: V, ttl: number, signal?: AbortSignal): Promise<void>
+  get (key: string, signal?: AbortSignal): Promise<V | undefined>
+  /** This node's local replica of `key`, without network (for the oracle's checks). */
+  local (key: string): V | undefined
+  /** Number of live items stored locally (replicas counted). */
+  localItems (): number
+  /** Size of the node's current membership view. */
+  viewSize (): number
+}
+
+export interface NodeFactory<V = RegValue> {
+  create (id: string, rng: Rng): SimNode<V>
+}
+
+/** Per message type: count and serialized bytes (JSON, as a wire-size proxy). */
+export interface TypeCounter { count: number, bytes: number }
+
+/**
+ * A SimOverlayHub that counts every request a live node sends and every response delivered, by
+ * message type, with its JSON size in bytes (sampled, see {@link InstrumentedHub.byteSampleEvery}).
+ */
+export class InstrumentedHub extends SimOverlayHub {
+  readonly traffic = new Map<string, TypeCounter & { sampled: number, sampledBytes: number }>()
+  /**
+   * Measure the JSON size of every `byteSampleEvery`-th message of each type (the first always) and
+   * count the others at the running mean size of their type. 1 measures every message.
+   */
+  byteSampleEvery = 8
+
+  constructor (init: SimOverlayInit) { super(init) }
+
+  private count (msg: OverlayMessage): void {
+    let c = this.traffic.get(msg.type)
+    if (c === undefined) { c = { count: 0, bytes: 0, sampled: 0, sampledBytes: 0 }; this.traffic.set(msg.type, c) }
+    if (c.count % this.byteSampleEvery === 0) {
+      const b = Buffer.byteLength(JSON.stringify(msg))
+      c.sampled++; c.sampledBytes += b
+      c.bytes += b
+    } else {
+      c.bytes += c.sampledBytes / c.sampled
+    }
+    c.count++
+  }
+
+  override request (from: PeerId, to: PeerId, msg: OverlayMessage, opts: SendOptions): Promise<OverlayMessage> {
+    if (this.isUp(from)) this.count(msg)
+    return super.request(from, to, msg, opts).then(res => { this.count(res); return res })
+  }
+
+  /** Totals so far (a copy). */
+  snapshot (): Map<string, TypeCounter> {
+    return new Map([...this.traffic].map(([k, v]) => [k, { count: v.count, bytes: v.bytes }]))
+  }
+}
+
+/**
+ * A Clock view that rounds every timer up to a multiple of `resolution` ms, so timers of many
+ * nodes share instants and the driver yields to the microtask queue once per instant rather than
+ * once per timer. resolution 0 keeps exact times.
+ */
+export function quantizedClock (inner: Clock, resolution: number): Clock {
+  if (!(resolution > 0)) return inner
+  return {
+    now: () => inner.now(),
+    setTimer (ms: number, fn: () => void): Timer {
+      const now = inner.now()
+      const at = Math.ceil((now + Math.max(0, ms)) / resolution) * resolution
+      return inner.setTimer(at - now, fn)
+    }
+  }
+}
+
+export interface OverlayFactoryInit {
+  clock: Clock
+  logger: Logger
+  hub: SimOverlayHub
+  hasher: Hasher
+  rings: RingFactory
+  init: OverlayNodeInit
+}
+
+/** The node under test today: sipring's own {@link OverlayNode} (SWIM membership → ring → replicated store). */
+export class OverlayNodeAdapter implements SimNode<RegValue> {
+  readonly node: OverlayNode<RegValue>
+  constructor (readonly id: string, rng: Rng, private readonly f: OverlayFactoryInit) {
+    this.node = new OverlayNode<RegValue>({
+      clock: f.clock, rng, logger: f.logger, network: f.hub.connect(id), hasher: f.hasher, ringFactory: f.rings
+    }, f.init)
+  }
+
+  async start (): Promise<void> { await this.node.start() }
+  async join (seeds: string[]): Promise<void> { await this.node.join(seeds) }
+  async leave (): Promise<void> {
+    try { await this.node.leave() } finally { this.f.hub.crash(this.id) }
+  }
+
+  async crash (): Promise<void> {
+    this.f.hub.crash(this.id)
+    await this.node.stop()
+  }
+
+  async put (key: string, value: RegValue, ttl: number, signal?: AbortSignal): Promise<void> {
+    await this.node.store.put(key, value, { ttl, signal })
+  }
+
+  async get (key: string, signal?: AbortSignal): Promise<RegValue | undefined> {
+    return await this.node.store.get(key, { signal })
+  }
+
+  local (key: string): RegValue | undefined {
+    const it = this.node.store.local(key)
+    return it === undefined || it.deleted ? undefined : it.value
+  }
+
+  localItems (): number { return this.node.store.getStats().items }
+  viewSize (): number { return this.node.ring.size }
+}
+
+export function overlayNodeFactory (f: OverlayFactoryInit): NodeFactory<RegValue> {
+  return { create: (id, rng) => new OverlayNodeAdapter(id, rng, f) }
+}

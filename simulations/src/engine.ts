@@ -1,0 +1,590 @@
+/**
+ * The simulation engine: one scenario, one seed → one deterministic run of sipring's own overlay
+ * code under churn, with a client workload, a global oracle and windowed metrics.
+ */
+import { execFileSync } from 'node:child_process'
+import { silentLogger, type Rng, type Timer } from '@sipring/interface'
+import { OverlayError, RingFactory, createHasher, yieldToMicrotasks, type Hasher, type Ring } from '@sipring/overlay'
+import { SimClock, SeededRng } from '@sipring/testkit'
+import {
+  InstrumentedHub, overlayNodeFactory, quantizedClock, type NodeFactory, type RegValue, type SimNode, type TypeCounter
+} from './adapter.js'
+import { startBatchFailures, startChurn, type ChurnHost } from './churn.js'
+import { configHash, describeScenario, type Scenario } from './scenario.js'
+import { cv, mean, quantileSorted, round } from './stats.js'
+
+/** Simulated time starts here (2026-01-01T00:00:00Z), so runs never depend on the wall clock. */
+export const SIM_EPOCH = Date.UTC(2026, 0, 1)
+
+/** Message types reported in windows.csv (anything else is counted under `other`). */
+export const MESSAGE_TYPES = [
+  'swim.ping', 'swim.ping-req', 'swim.ack', 'swim.nack', 'swim.join', 'swim.join-ok', 'swim.leave',
+  'store.put', 'store.ok', 'store.get', 'store.item', 'store.digest', 'store.diff', 'error'
+] as const
+
+export interface Progress {
+  /** Simulated ms done / total. */
+  simTime: number
+  duration: number
+  /** Timer events fired so far. */
+  events: number
+  live: number
+}
+
+export interface RunOptions {
+  /** Overrides the scenario's seed. */
+  seed?: number
+  /** Called after every window and every 100,000 timer events. */
+  onProgress?: (p: Progress) => void
+  /** Replace the node under test (default: sipring's OverlayNode). */
+  nodeFactory?: (ctx: FactoryContext) => NodeFactory<RegValue>
+  /** Keep events.jsonl lines in the result (default true). */
+  recordEvents?: boolean
+  /** Shared hasher (xxhash-wasm init is async; tests reuse one). */
+  hasher?: Hasher
+}
+
+export interface FactoryContext {
+  clock: ReturnType<typeof quantizedClock>
+  hub: InstrumentedHub
+  hasher: Hasher
+  rings: RingFactory
+  scenario: Scenario
+}
+
+export interface WindowRow {
+  start: number
+  end: number
+  live: number
+  joins: number
+  leaves: number
+  crashes: number
+  puts: number
+  putsOk: number
+  lookups: number
+  lookupsOk: number
+  lookupSuccess: number
+  latencyP50: number
+  latencyP95: number
+  latencyP99: number
+  liveKeys: number
+  availability: number
+  anyOwner: number
+  replication: number
+  losses: number
+  loadMax: number
+  loadMean: number
+  loadCv: number
+  msgsPerNodeSec: number
+  bytesPerNodeSec: number
+  /** Per message type: messages per live node per second in this window. */
+  byType: Record<string, { msgs: number, bytes: number }>
+}
+
+export interface Summary {
+  name: string
+  seed: number
+  configHash: string
+  commit: string
+  config: Record<string, unknown>
+  measured: { from: number, to: number, windows: number }
+  churn: { joins: number, leaves: number, crashes: number, batchFailures: number, meanLive: number, finalLive: number }
+  lookups: { total: number, ok: number, success: number, latency: { p50: number, p95: number, p99: number, mean: number } }
+  registrations: { total: number, ok: number, success: number }
+  availability: { mean: number, min: number, anyOwner: number, replication: number }
+  losses: { measured: number, total: number }
+  maintenance: { msgsPerNodeSec: number, bytesPerNodeSec: number, byType: Record<string, { msgsPerNodeSec: number, bytesPerNodeSec: number }> }
+  load: { maxOverMean: number, cv: number, meanItems: number }
+  violations: string[]
+}
+
+export interface RunResult {
+  summary: Summary
+  windows: WindowRow[]
+  /** events.jsonl lines. */
+  events: string[]
+  /** Post-warm-up lookup latencies (failures at the timeout), sorted, for the CDF plot. */
+  latencies: number[]
+  /** Timer events fired (a measure of simulation work). */
+  simEvents: number
+}
+
+/** A failure the engine hit that is not the simulated system's fault (a bug): carries the seed. */
+export class SimulationCrash extends Error {
+  constructor (message: string, readonly seed: number, override readonly cause?: unknown) { super(message); this.name = 'SimulationCrash' }
+}
+
+interface Host {
+  id: string
+  inc: number
+  status: 'joining' | 'up' | 'leaving' | 'down'
+  /** The churn model's latest wish (a failed join is retried only while it still wants the node up). */
+  wantUp: boolean
+  node?: SimNode<RegValue>
+  busy: Promise<void>
+}
+
+interface Client {
+  key: string
+  /** Highest sequence number issued. */
+  issued: number
+  registered: boolean
+}
+
+interface OracleEntry { seq: number, expires: number }
+
+interface Win {
+  joins: number, leaves: number, crashes: number, puts: number, putsOk: number,
+  lookups: number, lookupsOk: number, latencies: number[], losses: number
+}
+const newWin = (): Win => ({ joins: 0, leaves: 0, crashes: 0, puts: 0, putsOk: 0, lookups: 0, lookupsOk: 0, latencies: [], losses: 0 })
+
+/** Run one scenario with one seed. Deterministic: same scenario + seed ⇒ identical result. */
+export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<RunResult> {
+  const seed = (opts.seed ?? s.seed) >>> 0
+  const record = opts.recordEvents ?? true
+  const simClock = new SimClock(SIM_EPOCH)
+  const t0 = simClock.now()
+  const clock = quantizedClock(simClock, s.timeResolution)
+  const master = new SeededRng(seed)
+  const churnRng = master.fork('churn')
+  const workRng = master.fork('workload')
+  const nodeRngs = master.fork('nodes')
+  const failRng = master.fork('failures')
+  const joinRng = master.fork('join')
+  const hub = new InstrumentedHub({ clock, rng: master.fork('network'), latency: s.network.latency, loss: s.network.loss, defaultTimeout: s.network.requestTimeout })
+  const hasher = opts.hasher ?? await createHasher()
+  // rings are interned by member set; under churn many views coexist, so keep as many as ~256 MiB of tokens allow
+  const ringBytes = Math.max(1, s.nodes) * s.overlay.vnodes * 12
+  const rings = new RingFactory(hasher, { vnodes: s.overlay.vnodes, cacheSize: Math.max(64, Math.min(4096, Math.floor(256 * 1048576 / ringBytes))) })
+  const ctx: FactoryContext = { clock, hub, hasher, rings, scenario: s }
+  const factory = opts.nodeFactory?.(ctx) ?? overlayNodeFactory({
+    clock, logger: silentLogger, hub, hasher, rings,
+    init: {
+      membership: { protocolPeriod: s.overlay.protocolPeriod, pingTimeout: s.overlay.pingTimeout, suspicionMult: s.overlay.suspicionMult },
+      store: {
+        replicas: s.overlay.replicas, writeQuorum: s.overlay.writeQuorum, readQuorum: s.overlay.readQuorum,
+        requestTimeout: s.overlay.requestTimeout, antiEntropyInterval: s.overlay.antiEntropyInterval,
+        maxTtl: Math.max(s.workload.expires, 1000)
+      }
+    }
+  })
+
+  const events: string[] = []
+  const violations: string[] = []
+  const rel = (): number => simClock.now() - t0
+  const log = (ev: string, fields: Record<string, unknown> = {}): void => {
+    if (record) events.push(JSON.stringify({ t: rel(), ev, ...fields }))
+  }
+  const violation = (msg: string): void => {
+    if (violations.length < 100) violations.push(`t=${rel()}ms: ${msg}`)
+    log('violation', { msg })
+  }
+  /** An exception that is not an overlay-level failure is a bug in the code under test (or here). */
+  const unexpected = (where: string, err: unknown): void => {
+    if (err instanceof OverlayError || (err instanceof Error && err.name === 'AbortError')) return
+    violation(`exception in ${where}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
+  }
+
+  // ------------------------------------------------------------ population
+
+  const hosts = new Map<string, Host>()
+  const upList: string[] = []
+  const upIndex = new Map<string, number>()
+  const leaving = new Set<string>()
+  let liveCount = 0
+  let nodeMs = 0
+  let lastLiveT = rel()
+  const tickLive = (): void => { const t = rel(); nodeMs += liveCount * (t - lastLiveT); lastLiveT = t }
+  let win = newWin()
+  const totals = { joins: 0, leaves: 0, crashes: 0, batches: 0 }
+  let nextId = 0
+
+  // with nobody up, the first node to start forms the overlay alone; nodes starting at the same
+  // moment wait for it instead of each forming a one-node overlay of their own
+  let bootstrapper: string | undefined
+  let upWaiters: Array<() => void> = []
+  const wakeWaiters = (): void => { const w = upWaiters; upWaiters = []; for (const f of w) f() }
+  const addUp = (id: string): void => { upIndex.set(id, upList.length); upList.push(id); wakeWaiters() }
+  const removeUp = (id: string): void => {
+    const i = upIndex.get(id)
+    if (i === undefined) return
+    const last = upList.pop()!
+    if (last !== id) { upList[i] = last; upIndex.set(last, i) }
+    upIndex.delete(id)
+  }
+  const pickUp = (rng: Rng): SimNode<RegValue> | undefined => {
+    if (upList.length === 0) return undefined
+    return hosts.get(upList[rng.int(upList.length)]!)!.node
+  }
+
+  const at = (t: number, fn: () => void): Timer => clock.setTimer(Math.max(0, t - rel()), fn)
+
+  const up = (id: string): void => {
+    let h = hosts.get(id)
+    if (h === undefined) { h = { id, inc: 0, status: 'down', wantUp: true, busy: Promise.resolve() }; hosts.set(id, h) }
+    h.wantUp = true
+    if (h.status === 'joining' || h.status === 'up') return
+    if (liveCount >= s.maxNodes) { log('refused', { node: id, reason: 'maxNodes' }); return }
+    const host = h
+    host.status = 'joining'
+    const inc = ++host.inc
+    tickLive(); liveCount++
+    log('start', { node: id, inc })
+    host.busy = host.busy.then(async () => {
+      if (host.status !== 'joining' || host.inc !== inc) return
+      const node = factory.create(id, nodeRngs.fork(`${id}#${inc}`))
+      host.node = node
+      await node.start()
+      while (upList.length === 0 && bootstrapper !== undefined && bootstrapper !== id && hosts.get(bootstrapper)?.status === 'joining') {
+        await new Promise<void>(resolve => { upWaiters.push(resolve) })
+      }
+      if (host.status !== 'joining' || host.inc !== inc) return
+      if (upList.length === 0) bootstrapper = id
+      const seeds: string[] = []
+      for (let i = 0; i < 3 && upList.length > 0; i++) {
+        const sid = upList[joinRng.int(upList.length)]!
+        if (!seeds.includes(sid)) seeds.push(sid)
+      }
+      if (seeds.length > 0 && host.status === 'joining') await node.join(seeds)
+      if (host.status !== 'joining' || host.inc !== inc) return
+      host.status = 'up'
+      addUp(id)
+      win.joins++; totals.joins++
+      log('join', { node: id, inc, seeds: seeds.length })
+    }).catch(err => {
+      unexpected(`join of ${id}`, err)
+      if (host.status === 'joining' && host.inc === inc) {
+        // could not join (seeds died meanwhile): the process gives up and retries later as a fresh start
+        log('join-failed', { node: id, err: String(err) })
+        host.status = 'down'; tickLive(); liveCount--
+        void host.node?.crash().catch(e => { unexpected(`crash of ${id}`, e) })
+        at(rel() + s.workload.retryAfter, () => { if (host.wantUp) up(id) })
+      }
+    })
+  }
+
+  const down = (id: string, kind: 'leave' | 'crash'): void => {
+    const host = hosts.get(id)
+    if (host !== undefined) host.wantUp = false
+    if (host === undefined || (host.status !== 'joining' && host.status !== 'up')) return
+    removeUp(id)
+    if (id === bootstrapper) wakeWaiters()
+    tickLive(); liveCount--
+    const node = host.node
+    if (kind === 'crash') {
+      host.status = 'down'
+      win.crashes++; totals.crashes++
+      log('crash', { node: id })
+      hub.crash(id) // effective at once, even if the process is still starting
+      host.busy = host.busy.then(async () => { await (host.node ?? node)?.crash() }).catch(err => { unexpected(`crash of ${id}`, err) })
+    } else {
+      host.status = 'leaving'
+      leaving.add(id)
+      win.leaves++; totals.leaves++
+      log('leave', { node: id })
+      host.busy = host.busy.then(async () => { await (host.node ?? node)?.leave() })
+        .catch(err => { unexpected(`leave of ${id}`, err); hub.crash(id) })
+        .then(() => { leaving.delete(id); if (host.status === 'leaving') host.status = 'down' })
+    }
+  }
+
+  const churnHost: ChurnHost = {
+    live: () => [...hosts.values()].filter(h => h.status === 'joining' || h.status === 'up').map(h => h.id),
+    isLive: id => { const st = hosts.get(id)?.status; return st === 'joining' || st === 'up' },
+    at: (t, fn) => { at(t, fn) },
+    now: rel,
+    up,
+    down,
+    newId: () => `p${String(nextId++).padStart(6, '0')}`
+  }
+
+  // ------------------------------------------------------------ workload and oracle
+
+  const W = s.workload
+  const clients: Client[] = Array.from({ length: W.clients }, (_, i) => ({ key: `sip:u${i}@sim.sipring`, issued: 0, registered: false }))
+  const registered: number[] = []
+  const oracle = new Map<string, OracleEntry>()
+  const totalsW = { puts: 0, putsOk: 0 }
+
+  const withTimeout = <T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+    const ac = new AbortController()
+    const timer = clock.setTimer(ms, () => { ac.abort() })
+    return fn(ac.signal).finally(() => { timer.cancel() })
+  }
+
+  const register = (ci: number): void => {
+    const c = clients[ci]!
+    const node = pickUp(workRng)
+    if (node === undefined) { at(rel() + W.retryAfter, () => { register(ci) }); return }
+    const seq = ++c.issued
+    const started = rel()
+    const value: RegValue = { c: `sip:u${ci}@10.${(ci >> 16) & 255}.${(ci >> 8) & 255}.${ci & 255}:5060;s=${seq}`, s: seq }
+    const w = win
+    w.puts++; totalsW.puts++
+    withTimeout(W.registerTimeout, signal => node.put(c.key, value, W.expires, signal)).then(() => {
+      w.putsOk++; totalsW.putsOk++
+      const cur = oracle.get(c.key)
+      if (cur === undefined || cur.seq < seq) oracle.set(c.key, { seq, expires: started + W.expires })
+      if (!c.registered) { c.registered = true; registered.push(ci) }
+      const refresh = W.expires / 2 * (1 + W.refreshJitter * (2 * workRng.next() - 1))
+      at(started + refresh, () => { register(ci) })
+    }, err => {
+      unexpected(`register ${c.key}`, err)
+      at(rel() + W.retryAfter, () => { register(ci) })
+    })
+  }
+
+  const lookup = (): void => {
+    if (registered.length === 0) return
+    const ci = registered[workRng.int(registered.length)]!
+    const c = clients[ci]!
+    const expect = oracle.get(c.key)
+    const node = pickUp(workRng)
+    const w = win
+    if (expect === undefined || expect.expires <= rel()) return // nothing acknowledged is live: not a valid lookup
+    w.lookups++
+    if (node === undefined) { w.latencies.push(W.lookupTimeout); return }
+    const started = rel()
+    withTimeout(W.lookupTimeout, signal => node.get(c.key, signal)).then(v => {
+      if (v !== undefined && v.s > c.issued) violation(`lookup of ${c.key} returned seq ${v.s} never written`)
+      if (v !== undefined && v.s >= expect.seq) { w.lookupsOk++; w.latencies.push(rel() - started) } else w.latencies.push(W.lookupTimeout)
+    }, err => {
+      unexpected(`lookup ${c.key}`, err)
+      w.latencies.push(W.lookupTimeout)
+    })
+  }
+
+  const scheduleLookups = (): void => {
+    if (!(W.lookupRate > 0)) return
+    const next = (): void => {
+      const gap = -Math.log(1 - workRng.next()) / W.lookupRate
+      at(rel() + gap, () => { lookup(); next() })
+    }
+    next()
+  }
+
+  // ------------------------------------------------------------ sampling
+
+  let oracleRing: Ring | undefined
+  const lostSeen = new Set<string>()
+  const sample = (): { liveKeys: number, availability: number, anyOwner: number, replication: number, losses: number, loadMax: number, loadMean: number, loadCv: number } => {
+    const now = rel()
+    const R = s.overlay.replicas
+    const safe = R - s.overlay.readQuorum + 1
+    oracleRing = rings.of(upList, oracleRing)
+    let liveKeys = 0; let avail = 0; let any = 0; let repl = 0; let losses = 0
+    for (const ci of registered) {
+      const c = clients[ci]!
+      const e = oracle.get(c.key)
+      if (e === undefined || e.expires <= now) continue
+      liveKeys++
+      const owners = oracleRing.size === 0 ? [] : oracleRing.owners(c.key, R)
+      let holders = 0
+      for (const o of owners) {
+        const v = hosts.get(o)?.node?.local(c.key)
+        if (v !== undefined && v.s >= e.seq) holders++
+      }
+      if (holders >= Math.min(safe, owners.length) && owners.length > 0) avail++
+      if (holders > 0) any++
+      repl += owners.length === 0 ? 0 : holders / Math.min(R, owners.length)
+      if (holders === 0) {
+        let somewhere = false
+        // a node that is leaving still holds (and is handing over) its items: not lost yet
+        for (const id of [...upList, ...leaving]) {
+          const v = hosts.get(id)?.node?.local(c.key)
+          if (v !== undefined && v.s >= e.seq) { somewhere = true; break }
+        }
+        const tag = `${c.key}#${e.seq}`
+        if (!somewhere && !lostSeen.has(tag)) {
+          lostSeen.add(tag); losses++
+          log('loss', { key: c.key, seq: e.seq })
+        }
+      }
+    }
+    const loads = upList.map(id => hosts.get(id)!.node!.localItems())
+    const lm = loads.length === 0 ? 0 : mean(loads)
+    return {
+      liveKeys,
+      availability: liveKeys === 0 ? 1 : avail / liveKeys,
+      anyOwner: liveKeys === 0 ? 1 : any / liveKeys,
+      replication: liveKeys === 0 ? 1 : repl / liveKeys,
+      losses,
+      loadMax: loads.length === 0 ? 0 : Math.max(...loads),
+      loadMean: lm,
+      loadCv: loads.length === 0 ? 0 : cv(loads)
+    }
+  }
+
+  // ------------------------------------------------------------ schedule and run
+
+  for (let i = 0; i < s.nodes; i++) {
+    const id = `n${String(i).padStart(5, '0')}`
+    at(s.nodes <= 1 ? 0 : (i * s.bootstrapOver) / s.nodes, () => { up(id) })
+  }
+  startChurn(s.churn, churnHost, s.churn.start, label => churnRng.fork(label))
+  startBatchFailures(s.failures, churnHost, failRng, (b, ids) => {
+    totals.batches++
+    log('batch', { kind: b.kind, fraction: b.fraction, label: b.label, nodes: ids.length })
+  })
+  for (let i = 0; i < clients.length; i++) {
+    const when = s.bootstrapOver + workRng.next() * W.registerOver
+    at(when, () => { register(i) })
+  }
+  at(s.bootstrapOver, scheduleLookups)
+
+  let simEvents = 0
+  let nextProgress = 100_000
+  const runUntil = async (target: number): Promise<void> => {
+    await yieldToMicrotasks()
+    for (;;) {
+      const next = simClock.nextAt()
+      if (next === undefined || next > target) break
+      while (simClock.nextAt() === next) { simClock.step(); simEvents++ }
+      await yieldToMicrotasks()
+      if (simEvents >= nextProgress) {
+        nextProgress = simEvents + 100_000
+        opts.onProgress?.({ simTime: rel(), duration: s.duration, events: simEvents, live: liveCount })
+      }
+    }
+    simClock.advanceTo(target)
+    await yieldToMicrotasks()
+  }
+
+  const windows: WindowRow[] = []
+  const latAll: number[] = []
+  let prevTraffic = hub.snapshot()
+  let prevNodeMs = 0
+  let measuredNodeMs = 0
+  const measuredTraffic = new Map<string, TypeCounter>()
+  const liveSamples: number[] = []
+  const availSamples: { a: number, any: number, r: number }[] = []
+  const loadSamples: { ratio: number, cv: number, mean: number }[] = []
+  let measuredLosses = 0
+  let totalLosses = 0
+  let measuredWindows = 0
+  let measuredFrom = -1
+
+  try {
+    for (let start = 0; start < s.duration; start += s.window) {
+      const end = Math.min(s.duration, start + s.window)
+      await runUntil(t0 + end)
+      tickLive()
+      const w = win
+      win = newWin()
+      const smp = sample()
+      w.losses += smp.losses
+      totalLosses += smp.losses
+      const traffic = hub.snapshot()
+      const dNodeMs = nodeMs - prevNodeMs
+      prevNodeMs = nodeMs
+      const nodeSec = dNodeMs / 1000
+      const byType: WindowRow['byType'] = {}
+      let msgs = 0; let bytes = 0
+      for (const [type, c] of traffic) {
+        const p = prevTraffic.get(type) ?? { count: 0, bytes: 0 }
+        const dc = c.count - p.count; const db = c.bytes - p.bytes
+        msgs += dc; bytes += db
+        const key = (MESSAGE_TYPES as readonly string[]).includes(type) ? type : 'other'
+        const b = byType[key] ?? { msgs: 0, bytes: 0 }
+        b.msgs += nodeSec > 0 ? dc / nodeSec : 0; b.bytes += nodeSec > 0 ? db / nodeSec : 0
+        byType[key] = b
+      }
+      const lat = [...w.latencies].sort((a, b) => a - b)
+      const row: WindowRow = {
+        start, end, live: liveCount,
+        joins: w.joins, leaves: w.leaves, crashes: w.crashes,
+        puts: w.puts, putsOk: w.putsOk, lookups: w.lookups, lookupsOk: w.lookupsOk,
+        lookupSuccess: w.lookups === 0 ? NaN : w.lookupsOk / w.lookups,
+        latencyP50: quantileSorted(lat, 0.5), latencyP95: quantileSorted(lat, 0.95), latencyP99: quantileSorted(lat, 0.99),
+        liveKeys: smp.liveKeys, availability: smp.availability, anyOwner: smp.anyOwner, replication: smp.replication,
+        losses: w.losses, loadMax: smp.loadMax, loadMean: smp.loadMean, loadCv: smp.loadCv,
+        msgsPerNodeSec: nodeSec > 0 ? msgs / nodeSec : 0, bytesPerNodeSec: nodeSec > 0 ? bytes / nodeSec : 0,
+        byType
+      }
+      windows.push(row)
+      if (start >= s.warmup) {
+        if (measuredFrom < 0) measuredFrom = start
+        measuredWindows++
+        for (const x of w.latencies) latAll.push(x)
+        measuredLosses += w.losses
+        measuredNodeMs += dNodeMs
+        for (const [type, c] of traffic) {
+          const p = prevTraffic.get(type) ?? { count: 0, bytes: 0 }
+          const m = measuredTraffic.get(type) ?? { count: 0, bytes: 0 }
+          m.count += c.count - p.count; m.bytes += c.bytes - p.bytes
+          measuredTraffic.set(type, m)
+        }
+        liveSamples.push(liveCount)
+        availSamples.push({ a: smp.availability, any: smp.anyOwner, r: smp.replication })
+        if (smp.loadMean > 0) loadSamples.push({ ratio: smp.loadMax / smp.loadMean, cv: smp.loadCv, mean: smp.loadMean })
+      }
+      prevTraffic = traffic
+      opts.onProgress?.({ simTime: end, duration: s.duration, events: simEvents, live: liveCount })
+    }
+  } catch (err) {
+    throw new SimulationCrash(`simulation crashed at t=${rel()}ms: ${err instanceof Error ? err.message : String(err)}`, seed, err)
+  }
+
+  // ------------------------------------------------------------ summary
+
+  latAll.sort((a, b) => a - b)
+  const measuredLookups = windows.filter(w => w.start >= s.warmup)
+  const lk = measuredLookups.reduce((a, w) => ({ n: a.n + w.lookups, ok: a.ok + w.lookupsOk, p: a.p + w.puts, pok: a.pok + w.putsOk }), { n: 0, ok: 0, p: 0, pok: 0 })
+  const mSec = measuredNodeMs / 1000
+  const byType: Summary['maintenance']['byType'] = {}
+  let tm = 0; let tb = 0
+  for (const [type, c] of [...measuredTraffic].sort((a, b) => a[0] < b[0] ? -1 : 1)) {
+    tm += c.count; tb += c.bytes
+    byType[type] = { msgsPerNodeSec: round(mSec > 0 ? c.count / mSec : 0), bytesPerNodeSec: round(mSec > 0 ? c.bytes / mSec : 0) }
+  }
+  const config = describeScenario({ ...s, seed })
+  const { seed: _omit, ...configNoSeed } = config
+  void _omit
+  const summary: Summary = {
+    name: s.name,
+    seed,
+    configHash: configHash(configNoSeed),
+    commit: gitCommit(),
+    config,
+    measured: { from: measuredFrom, to: s.duration, windows: measuredWindows },
+    churn: { ...totals, batchFailures: totals.batches, meanLive: round(mean(liveSamples)), finalLive: liveCount },
+    lookups: {
+      total: lk.n, ok: lk.ok, success: round(lk.n === 0 ? NaN : lk.ok / lk.n),
+      latency: { p50: quantileSorted(latAll, 0.5), p95: quantileSorted(latAll, 0.95), p99: quantileSorted(latAll, 0.99), mean: round(mean(latAll)) }
+    },
+    registrations: { total: lk.p, ok: lk.pok, success: round(lk.p === 0 ? NaN : lk.pok / lk.p) },
+    availability: {
+      mean: round(mean(availSamples.map(x => x.a))),
+      min: round(availSamples.length === 0 ? NaN : Math.min(...availSamples.map(x => x.a))),
+      anyOwner: round(mean(availSamples.map(x => x.any))),
+      replication: round(mean(availSamples.map(x => x.r)))
+    },
+    losses: { measured: measuredLosses, total: totalLosses },
+    maintenance: { msgsPerNodeSec: round(mSec > 0 ? tm / mSec : 0), bytesPerNodeSec: round(mSec > 0 ? tb / mSec : 0), byType },
+    load: { maxOverMean: round(mean(loadSamples.map(x => x.ratio))), cv: round(mean(loadSamples.map(x => x.cv))), meanItems: round(mean(loadSamples.map(x => x.mean))) },
+    violations
+  }
+  // fix the key order of churn totals for stable output
+  summary.churn = { joins: totals.joins, leaves: totals.leaves, crashes: totals.crashes, batchFailures: totals.batches, meanLive: round(mean(liveSamples)), finalLive: liveCount }
+  checkExpectations(s, summary)
+  return { summary, windows, events, latencies: latAll, simEvents }
+}
+
+/** Adds a violation for every `expect` threshold the summary misses. */
+export function checkExpectations (s: Scenario, sum: Summary): void {
+  const e = s.expect
+  if (e.lookupSuccess !== undefined && !(sum.lookups.success >= e.lookupSuccess)) sum.violations.push(`expect.lookupSuccess: ${sum.lookups.success} < ${e.lookupSuccess}`)
+  if (e.availability !== undefined && !(sum.availability.mean >= e.availability)) sum.violations.push(`expect.availability: ${sum.availability.mean} < ${e.availability}`)
+  if (e.maxLosses !== undefined && sum.losses.measured > e.maxLosses) sum.violations.push(`expect.maxLosses: ${sum.losses.measured} > ${e.maxLosses}`)
+}
+
+let commitCache: string | undefined
+/** `git rev-parse HEAD` of the working tree, or "unknown" (no git, not a repository). */
+export function gitCommit (): string {
+  if (commitCache !== undefined) return commitCache
+  try {
+    commitCache = execFileSync('git', ['rev-parse', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).toString().trim() || 'unknown'
+  } catch { commitCache = 'unknown' }
+  return commitCache
+}

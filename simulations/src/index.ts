@@ -1,0 +1,6 @@
+export * from './churn.js'
+export * from './stats.js'
+export * from './scenario.js'
+export * from './adapter.js'
+export * from './engine.js'
+export * from './output.js'
