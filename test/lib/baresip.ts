@@ -18,6 +18,8 @@ export interface BaresipOptions {
   sipPort: number
   ctrlPort: number
   answer?: 'auto' | 'manual'
+  /** Digest password (auth_user is the user name). */
+  password?: string
 }
 
 export interface BaresipEvent { type: string, class?: string, param?: string, peeruri?: string, id?: string, [k: string]: unknown }
@@ -80,7 +82,7 @@ export async function startBaresip (o: BaresipOptions): Promise<Baresip> {
   const transport = o.transport ?? 'udp'
   writeFileSync(join(dir, 'accounts'),
     `<sip:${o.user}@${o.domain};transport=${transport}>;outbound="sip:${o.proxy};transport=${transport}";regint=600;` +
-    `answermode=${o.answer ?? 'auto'};audio_codecs=PCMU,PCMA\n`)
+    `answermode=${o.answer ?? 'auto'};audio_codecs=PCMU,PCMA${o.password !== undefined ? `;auth_user=${o.user};auth_pass=${o.password}` : ''}\n`)
 
   const proc = await startProcess(`baresip-${o.user}`, 'baresip', ['-f', dir, ...(o.listenHost.includes(':') ? ['-6'] : ['-4'])], {
     cwd: dir,

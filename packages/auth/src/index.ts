@@ -1,1 +1,7 @@
-export {}
+/**
+ * @sipring/auth — accounts, groups and digest authentication (issue 4).
+ */
+export * from './accounts.js'
+export * from './digest-server.js'
+export { FailureLimiter, LruMap, type FailureLimiterOptions } from './limiter.js'
+export { contactLimitExceeded, registerAor } from './contacts.js'

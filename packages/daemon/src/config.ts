@@ -45,6 +45,52 @@ export interface SipringConfig {
    * (default: the host's first non-internal IPv4 address, else 127.0.0.1).
    */
   advertise?: string
+  /**
+   * The overlay (super nodes sharing one location service over libp2p). Enabled by `overlay: true`,
+   * or implicitly by `join` or `overlayListen`. Off by default: a single node as before.
+   */
+  overlay: boolean
+  /** libp2p listen multiaddrs (default, when enabled: /ip4/0.0.0.0/tcp/7070 and /ip6/::/tcp/7070). */
+  overlayListen: string[]
+  /** Multiaddrs announced to peers instead of the listen addresses (port forwarding). */
+  overlayAnnounce: string[]
+  /** Multiaddrs of running super nodes to join, each ending with /p2p/<peerId>. */
+  join: string[]
+  /** Replicas per AOR on the ring (R, default 3; write/read quorum = R/2 + 1). */
+  replicas: number
+  /** Digest authentication of clients (issue 4); accounts live in `<dataDir>/accounts`. */
+  auth: AuthConfig
+}
+
+export interface AuthConfig {
+  /** Challenge every initial request (default false). */
+  enabled: boolean
+  /** Realm challenged and of new users (default: the first domain). */
+  realm?: string
+  /** Nonce lifetime in seconds (default 300). */
+  nonceTtl: number
+  /** Failed authentications per source IP / per user within `failureWindow` seconds before a ban (0 = off). */
+  maxFailuresPerSource: number
+  maxFailuresPerUser: number
+  failureWindow: number
+  /** Ban length in seconds (default 300). */
+  banTime: number
+  /** Status sent to a banned source or user: 403 (default), 429 or 503, with Retry-After. */
+  banStatus: 403 | 429 | 503
+  /** Challenges offered, in order (default SHA-256, MD5; clients such as SIPp 3.6 use only the first). */
+  algorithms: AuthAlgorithm[]
+}
+
+export type AuthAlgorithm = 'SHA-256' | 'MD5' | 'SHA-512-256'
+export const AUTH_ALGORITHMS: readonly AuthAlgorithm[] = ['SHA-256', 'MD5', 'SHA-512-256']
+
+export const AUTH_KEYS = ['enabled', 'realm', 'algorithms', 'nonceTtl', 'maxFailuresPerSource', 'maxFailuresPerUser', 'failureWindow', 'banTime', 'banStatus'] as const
+
+export const DEFAULT_OVERLAY_LISTEN: readonly string[] = Object.freeze(['/ip4/0.0.0.0/tcp/7070', '/ip6/::/tcp/7070'])
+
+/** Is the overlay on for this config? */
+export function overlayEnabled (c: SipringConfig): boolean {
+  return c.overlay || c.join.length > 0 || c.overlayListen.length > 0
 }
 
 export const PROTOCOLS: readonly TransportProtocol[] = ['udp', 'tcp', 'tls', 'ws', 'wss']
@@ -66,7 +112,13 @@ export function defaultConfig (): SipringConfig {
     maxContactsPerAor: 10,
     logLevel: 'info',
     tls: {},
-    recordRoute: true
+    recordRoute: true,
+    overlay: false,
+    overlayListen: [],
+    overlayAnnounce: [],
+    join: [],
+    replicas: 3,
+    auth: { enabled: false, nonceTtl: 300, maxFailuresPerSource: 10, maxFailuresPerUser: 20, failureWindow: 60, banTime: 300, banStatus: 403, algorithms: ['SHA-256', 'MD5'] }
   }
 }
 
@@ -235,6 +287,31 @@ function checkListener (v: unknown, path: string, issues: Issues): ListenerConfi
   return { protocol, host: h, port: p }
 }
 
+const MULTIADDR = /^\/(ip4|ip6|dns|dns4|dns6|memory)\/[^\s]+$/
+const P2P_SUFFIX = /\/p2p\/[1-9A-HJ-NP-Za-km-z]{20,100}$/
+
+/** A libp2p multiaddr (light syntax check; libp2p parses it fully at start). */
+function checkMultiaddr (v: unknown, path: string, issues: Issues): string | undefined {
+  const s = checkString(v, path, issues)
+  if (s === undefined) return undefined
+  if (!MULTIADDR.test(s) || s.length > 1024) {
+    issues.push(`${path}: expected a multiaddr such as /ip4/0.0.0.0/tcp/7070 or /ip6/::/tcp/7070, got ${show(v)}`)
+    return undefined
+  }
+  return s
+}
+
+/** A join address: a multiaddr ending with the peer's id (`sipring ring` / the start log shows it). */
+function checkJoin (v: unknown, path: string, issues: Issues): string | undefined {
+  const s = checkMultiaddr(v, path, issues)
+  if (s === undefined) return undefined
+  if (!P2P_SUFFIX.test(s)) {
+    issues.push(`${path}: expected a multiaddr ending with /p2p/<peerId> (e.g. /ip4/192.0.2.10/tcp/7070/p2p/12D3KooW...), got ${show(v)}`)
+    return undefined
+  }
+  return s
+}
+
 function checkList<T> (v: unknown, path: string, issues: Issues, item: (x: unknown, p: string, i: Issues) => T | undefined): T[] | undefined {
   const arr = typeof v === 'string' ? v.split(',').map(s => s.trim()).filter(s => s !== '') : v
   if (!Array.isArray(arr)) {
@@ -262,7 +339,8 @@ function rejectUnknown (o: Record<string, unknown>, known: string[], path: strin
 /** The keys of a config file (and of the layers built from env and flags). */
 export const CONFIG_KEYS = [
   'dataDir', 'sip', 'admin', 'domains', 'minExpires', 'maxExpires', 'defaultExpires',
-  'maxContactsPerAor', 'logLevel', 'tls', 'nodeId', 'recordRoute', 'advertise'
+  'maxContactsPerAor', 'logLevel', 'tls', 'nodeId', 'recordRoute', 'advertise',
+  'overlay', 'overlayListen', 'overlayAnnounce', 'join', 'replicas', 'auth'
 ] as const
 type Key = typeof CONFIG_KEYS[number]
 
@@ -318,11 +396,48 @@ function validateLayer (layer: Layer, issues: Issues): Partial<SipringConfig> {
       }
       case 'advertise': { const d = checkDomain(raw, key, local); if (d !== undefined) out.advertise = d; break }
       case 'recordRoute': { const b = checkBool(raw, key, local); if (b !== undefined) out.recordRoute = b; break }
+      case 'overlay': { const b = checkBool(raw, key, local); if (b !== undefined) out.overlay = b; break }
+      case 'overlayListen': case 'overlayAnnounce': { const l = checkList(raw, key, local, checkMultiaddr); if (l !== undefined) out[key] = l; break }
+      case 'join': { const l = checkList(raw, key, local, checkJoin); if (l !== undefined) out.join = l; break }
+      case 'replicas': { const n = checkInt(raw, key, 1, 16, local); if (n !== undefined) out.replicas = n; break }
+      case 'auth': { const a = checkAuth(raw, local); if (a !== undefined) out.auth = a as AuthConfig; break }
     }
     const origin = layer.origin[key]
     for (const m of local) issues.push(origin !== undefined ? `${m} (from ${origin})` : m)
   }
   return out
+}
+
+/** The `auth` mapping (partial: layers merge key by key). */
+function checkAuth (raw: unknown, issues: Issues): Partial<AuthConfig> | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) { issues.push(`auth: expected { enabled, realm, ... }, got ${show(raw)}`); return undefined }
+  const o = raw as Record<string, unknown>
+  rejectUnknown(o, [...AUTH_KEYS], 'auth', issues)
+  const a: Partial<AuthConfig> = {}
+  if (o.enabled !== undefined) { const b = checkBool(o.enabled, 'auth.enabled', issues); if (b !== undefined) a.enabled = b }
+  if (o.realm !== undefined) { const d = checkDomain(o.realm, 'auth.realm', issues); if (d !== undefined) a.realm = d }
+  if (o.algorithms !== undefined) {
+    const l = checkList(o.algorithms, 'auth.algorithms', issues, (x, path, iss) => {
+      const v = typeof x === 'string' ? AUTH_ALGORITHMS.find(a => a.toLowerCase() === x.trim().toLowerCase()) : undefined
+      if (v === undefined) iss.push(`${path}: expected one of ${AUTH_ALGORITHMS.join(', ')}, got ${show(x)}`)
+      return v
+    })
+    if (l !== undefined && l.length === 0) issues.push('auth.algorithms: expected at least one algorithm')
+    else if (l !== undefined) a.algorithms = [...new Set(l)]
+  }
+  if (o.nonceTtl !== undefined) { const n = checkInt(o.nonceTtl, 'auth.nonceTtl', 10, 86400, issues); if (n !== undefined) a.nonceTtl = n }
+  for (const k of ['maxFailuresPerSource', 'maxFailuresPerUser'] as const) {
+    if (o[k] !== undefined) { const n = checkInt(o[k], `auth.${k}`, 0, 1_000_000, issues); if (n !== undefined) a[k] = n }
+  }
+  for (const k of ['failureWindow', 'banTime'] as const) {
+    if (o[k] !== undefined) { const n = checkInt(o[k], `auth.${k}`, 1, 604800, issues); if (n !== undefined) a[k] = n }
+  }
+  if (o.banStatus !== undefined) {
+    const n = checkInt(o.banStatus, 'auth.banStatus', 403, 503, issues, '403, 429 or 503')
+    if (n !== undefined && n !== 403 && n !== 429 && n !== 503) issues.push(`auth.banStatus: expected 403, 429 or 503, got ${n}`)
+    else if (n !== undefined) a.banStatus = n
+  }
+  return a
 }
 
 /** Parse a config file (YAML, which includes JSON) into a layer; unknown keys are issues. */
@@ -351,7 +466,7 @@ export function fileLayer (path: string, text?: string): Layer {
 }
 
 /** Environment variables: name → config key. Lists are comma separated. */
-export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey'> = {
+export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey' | 'authEnabled' | 'authRealm' | 'authAlgorithms'> = {
   SIPRING_CONFIG: 'config',
   SIPRING_DATA: 'dataDir',
   SIPRING_SIP: 'sip',
@@ -366,7 +481,15 @@ export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey'> = {
   SIPRING_TLS_KEY: 'tlsKey',
   SIPRING_NODE_ID: 'nodeId',
   SIPRING_RECORD_ROUTE: 'recordRoute',
-  SIPRING_ADVERTISE: 'advertise'
+  SIPRING_ADVERTISE: 'advertise',
+  SIPRING_OVERLAY: 'overlay',
+  SIPRING_OVERLAY_LISTEN: 'overlayListen',
+  SIPRING_OVERLAY_ANNOUNCE: 'overlayAnnounce',
+  SIPRING_JOIN: 'join',
+  SIPRING_REPLICAS: 'replicas',
+  SIPRING_AUTH: 'authEnabled',
+  SIPRING_AUTH_REALM: 'authRealm',
+  SIPRING_AUTH_ALGORITHMS: 'authAlgorithms'
 }
 
 /** Build the env layer; unknown `SIPRING_*` variables are issues. Returns the layer and SIPRING_CONFIG. */
@@ -376,6 +499,7 @@ export function envLayer (env: NodeJS.ProcessEnv): { layer: Layer, config?: stri
   const issues: Issues = []
   let config: string | undefined
   const tls: { cert?: string, key?: string } = {}
+  const auth: Record<string, string> = {}
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('SIPRING_') || value === undefined) continue
     const key = ENV_VARS[name]
@@ -383,9 +507,13 @@ export function envLayer (env: NodeJS.ProcessEnv): { layer: Layer, config?: stri
     if (key === 'config') config = value
     else if (key === 'tlsCert') { tls.cert = value; origin.tls = name }
     else if (key === 'tlsKey') { tls.key = value; origin.tls = origin.tls !== undefined ? `${origin.tls}/${name}` : name }
+    else if (key === 'authEnabled') { auth.enabled = value; origin.auth = origin.auth !== undefined ? `${origin.auth}/${name}` : name }
+    else if (key === 'authRealm') { auth.realm = value; origin.auth = origin.auth !== undefined ? `${origin.auth}/${name}` : name }
+    else if (key === 'authAlgorithms') { auth.algorithms = value; origin.auth = origin.auth !== undefined ? `${origin.auth}/${name}` : name }
     else { values[key] = value; origin[key] = name }
   }
   if (tls.cert !== undefined || tls.key !== undefined) values.tls = tls
+  if (Object.keys(auth).length > 0) values.auth = auth
   if (issues.length > 0) throw new ConfigError(issues)
   return { layer: { values, origin }, config }
 }
@@ -396,7 +524,7 @@ export interface StartFlags {
   help: boolean
 }
 
-interface FlagSpec { key: Key | 'config' | 'tlsCert' | 'tlsKey' | 'help', arg: string, repeat?: boolean, describe: string }
+interface FlagSpec { key: Key | 'config' | 'tlsCert' | 'tlsKey' | 'authEnabled' | 'authRealm' | 'authAlgorithms' | 'help', arg: string, repeat?: boolean, describe: string }
 
 /** Flags of `sipring start`. Repeatable list flags replace the lower layers' list as a whole. */
 export const START_FLAGS: Record<string, FlagSpec> = {
@@ -415,6 +543,14 @@ export const START_FLAGS: Record<string, FlagSpec> = {
   '--node-id': { key: 'nodeId', arg: 'ID', describe: 'node id (default: generated once and kept in the data dir)' },
   '--record-route': { key: 'recordRoute', arg: 'true|false', describe: 'add Record-Route to dialog-creating requests (default true)' },
   '--advertise': { key: 'advertise', arg: 'HOST', describe: 'address put in Via/Record-Route for 0.0.0.0/:: listeners (default: first non-loopback IPv4)' },
+  '--overlay': { key: 'overlay', arg: 'true|false', describe: 'join super nodes into one location service over libp2p (default false; --join/--overlay-listen imply true)' },
+  '--overlay-listen': { key: 'overlayListen', arg: 'MULTIADDR', repeat: true, describe: 'overlay (libp2p) listen address, repeatable (default /ip4/0.0.0.0/tcp/7070 and /ip6/::/tcp/7070)' },
+  '--overlay-announce': { key: 'overlayAnnounce', arg: 'MULTIADDR', repeat: true, describe: 'overlay address announced to peers instead of the listen ones, repeatable' },
+  '--join': { key: 'join', arg: 'MULTIADDR', repeat: true, describe: 'a running super node to join, /ip4/H/tcp/P/p2p/<peerId>, repeatable' },
+  '--replicas': { key: 'replicas', arg: 'N', describe: 'replicas of each registration on the ring (default 3)' },
+  '--auth': { key: 'authEnabled', arg: 'true|false', describe: 'digest authentication of clients with the accounts of the data dir (default false; see `sipring user`)' },
+  '--auth-realm': { key: 'authRealm', arg: 'REALM', describe: 'digest realm (default: the first --domain)' },
+  '--auth-algorithms': { key: 'authAlgorithms', arg: 'ALG,ALG', describe: 'digest challenges offered, in order: SHA-256, MD5, SHA-512-256 (default SHA-256,MD5)' },
   '--help': { key: 'help', arg: '', describe: 'show this help' }
 }
 
@@ -446,6 +582,12 @@ export function parseStartArgs (args: string[]): StartFlags {
     else if (spec.key === 'tlsCert') { tls.cert = value; origin.tls = name }
     else if (spec.key === 'tlsKey') { tls.key = value; origin.tls = origin.tls !== undefined ? `${origin.tls}/${name}` : name }
     else if (spec.key === 'help') help = true
+    else if (spec.key === 'authEnabled' || spec.key === 'authRealm' || spec.key === 'authAlgorithms') {
+      const cur = (values.auth ?? {}) as Record<string, string>
+      cur[spec.key === 'authEnabled' ? 'enabled' : spec.key === 'authRealm' ? 'realm' : 'algorithms'] = value
+      values.auth = cur
+      origin.auth = name
+    }
     else if (spec.repeat === true) {
       const list = (values[spec.key] as string[] | undefined) ?? []
       list.push(value)
@@ -463,9 +605,10 @@ export function resolveConfig (layers: Layer[]): SipringConfig {
   const cfg = defaultConfig()
   for (const layer of layers) {
     const part = validateLayer(layer, issues)
-    const { tls, ...rest } = part
+    const { tls, auth, ...rest } = part
     Object.assign(cfg, rest)
     if (tls !== undefined) cfg.tls = { ...cfg.tls, ...tls }
+    if (auth !== undefined) cfg.auth = { ...cfg.auth, ...auth }
   }
   if (issues.length > 0) throw new ConfigError(issues)
   if (cfg.minExpires > cfg.maxExpires) issues.push(`minExpires: must not exceed maxExpires (${cfg.maxExpires}), got ${cfg.minExpires}`)
@@ -483,6 +626,7 @@ export function resolveConfig (layers: Layer[]): SipringConfig {
     issues.push(`tls: sip[${secure}] is ${cfg.sip[secure]!.protocol} and needs both tls.cert and tls.key (--tls-cert/--tls-key)`)
   }
   if ((cfg.tls.cert === undefined) !== (cfg.tls.key === undefined)) issues.push('tls: cert and key must be given together')
+  if (cfg.auth.enabled && cfg.auth.realm === undefined && cfg.domains.length === 0) issues.push('auth.realm: authentication needs a realm (--auth-realm) or a domain (--domain)')
   if (issues.length > 0) throw new ConfigError(issues)
   return cfg
 }
@@ -520,7 +664,11 @@ export function startHelp (): string {
     SIPRING_ADMIN: 'admin address or off', SIPRING_DOMAINS: 'domains, comma separated', SIPRING_MIN_EXPIRES: 'seconds',
     SIPRING_MAX_EXPIRES: 'seconds', SIPRING_DEFAULT_EXPIRES: 'seconds', SIPRING_MAX_CONTACTS_PER_AOR: 'count',
     SIPRING_LOG_LEVEL: 'log level', SIPRING_TLS_CERT: 'PEM path', SIPRING_TLS_KEY: 'PEM path', SIPRING_NODE_ID: 'node id',
-    SIPRING_RECORD_ROUTE: 'true or false', SIPRING_ADVERTISE: 'host for Via/Record-Route'
+    SIPRING_RECORD_ROUTE: 'true or false', SIPRING_ADVERTISE: 'host for Via/Record-Route',
+    SIPRING_OVERLAY: 'true or false', SIPRING_OVERLAY_LISTEN: 'multiaddrs, comma separated',
+    SIPRING_OVERLAY_ANNOUNCE: 'multiaddrs, comma separated', SIPRING_JOIN: 'multiaddrs with /p2p/<id>, comma separated',
+    SIPRING_REPLICAS: 'count',
+    SIPRING_AUTH: 'true or false (digest authentication)', SIPRING_AUTH_REALM: 'digest realm', SIPRING_AUTH_ALGORITHMS: 'challenge algorithms, comma separated'
   }
   for (const name of Object.keys(ENV_VARS)) lines.push(`  ${name.padEnd(32)} ${envDoc[name] ?? ''}`)
   lines.push('', 'Config file keys (YAML or JSON): ' + CONFIG_KEYS.join(', ') + '.',

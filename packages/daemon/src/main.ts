@@ -7,10 +7,19 @@ import { ConfigError, UsageError, loadConfig, startHelp } from './config.js'
 import { DaemonError, formatEndpoint, startDaemon, type Daemon } from './run.js'
 import { createPinoLogger, cryptoRng, systemClock } from './system.js'
 import { VERSION } from './version.js'
+import { groupCommand, groupHelp, userCommand, userHelp } from './accounts-cli.js'
 
 export interface Io {
   out: (s: string) => void
   err: (s: string) => void
+  /** All of stdin (`sipring user add --password-stdin`); default: process.stdin. */
+  stdin?: () => Promise<string>
+}
+
+async function readStdin (): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const c of process.stdin) chunks.push(c as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 const defaultIo: Io = {
@@ -26,6 +35,14 @@ export function mainHelp (): string {
     '  sipring start [options]           start a super node (see `sipring start --help`)',
     '  sipring status [--admin H:P] [--json]',
     '                                    show a running node\'s status (admin API, default 127.0.0.1:5080)',
+    '  sipring ring [--admin H:P] [--json]',
+    '                                    show the overlay ring: members, status, SIP address, load',
+    '  sipring lookup <aor> [--admin H:P] [--json]',
+    '                                    look an AOR up in the overlay: owners and contacts with expiry',
+    '  sipring user add|passwd|del|enable|disable|show|list …',
+    '                                    manage accounts (digest authentication; see `sipring help user`)',
+    '  sipring group add|members|del|list …',
+    '                                    manage groups (see `sipring help group`)',
     '  sipring help [command]            this help, or a command\'s help',
     '  sipring --version                 print the version',
     '',
@@ -44,6 +61,30 @@ export function statusHelp (): string {
   ].join('\n')
 }
 
+export function ringHelp (): string {
+  return [
+    'Usage: sipring ring [--admin HOST:PORT] [--json]',
+    '',
+    'Fetches GET /ring from a running node\'s admin API: the overlay members (status, SIP address,',
+    'share of the key space as primary, load with replicas, number of key ranges) and this node\'s multiaddrs.',
+    '  --admin HOST:PORT   admin API address (default: $SIPRING_ADMIN, else 127.0.0.1:5080)',
+    '  --json              print the raw JSON',
+    'Exits 1 when the admin API cannot be reached or the overlay is off.'
+  ].join('\n')
+}
+
+export function lookupHelp (): string {
+  return [
+    'Usage: sipring lookup <aor> [--admin HOST:PORT] [--json]',
+    '',
+    'Fetches GET /lookup?aor=<aor>: the AOR\'s owners on the ring (R replicas) and the contacts each',
+    'super node holds for it, with their expiry (a read quorum of the overlay).',
+    '  --admin HOST:PORT   admin API address (default: $SIPRING_ADMIN, else 127.0.0.1:5080)',
+    '  --json              print the raw JSON',
+    'Exits 1 when the admin API cannot be reached or the overlay is off, 2 on bad usage.'
+  ].join('\n')
+}
+
 /** Run the CLI. Resolves with the exit code (for `start`: once the node has stopped). */
 export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env, io: Io = defaultIo): Promise<number> {
   const [cmd, ...rest] = argv
@@ -52,6 +93,10 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
       const sub = rest[0]
       if (sub === 'start') io.out(startHelp())
       else if (sub === 'status') io.out(statusHelp())
+      else if (sub === 'user') io.out(userHelp())
+      else if (sub === 'group') io.out(groupHelp())
+      else if (sub === 'ring') io.out(ringHelp())
+      else if (sub === 'lookup') io.out(lookupHelp())
       else if (sub !== undefined && cmd === 'help') { io.err(`sipring: unknown command ${JSON.stringify(sub)}\n\n${mainHelp()}`); return 2 }
       else io.out(mainHelp())
       return 0
@@ -60,7 +105,11 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
       io.out(VERSION)
       return 0
     case 'start': return await startCommand(rest, env, io)
+    case 'user': return await userCommand(rest, env, { ...io, stdin: io.stdin ?? readStdin })
+    case 'group': return await groupCommand(rest, env, io)
     case 'status': return await statusCommand(rest, env, io)
+    case 'ring': return await adminCommand('ring', rest, env, io)
+    case 'lookup': return await adminCommand('lookup', rest, env, io)
     default:
       io.err(`sipring: unknown command ${JSON.stringify(cmd)}\n\n${mainHelp()}`)
       return 2
@@ -157,7 +206,11 @@ export function formatStatus (s: Record<string, any>): string {
     row('domains', Array.isArray(s.domains) && s.domains.length > 0 ? s.domains.join(', ') : 'any'),
     row('AORs', counts.aors ?? '-'),
     row('contacts', counts.contacts ?? '-'),
-    row('transactions', counts.transactions ?? '-')
+    row('transactions', counts.transactions ?? '-'),
+    ...(s.overlay !== undefined && s.overlay !== null
+      ? [row('overlay', `${String(s.overlay.members)} member(s)${s.overlay.joined === false ? ' (not joined yet)' : ''}, SIP ${String(s.overlay.sipUri)}`),
+          row('join with', Array.isArray(s.overlay.multiaddrs) && s.overlay.multiaddrs.length > 0 ? `--join ${String(s.overlay.multiaddrs[0])}` : '-')]
+      : [])
   ].join('\n')
 }
 
@@ -190,5 +243,82 @@ async function statusCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): P
   }
   if (r.status !== 200) { io.err(`sipring: ${url} answered HTTP ${r.status}: ${JSON.stringify(r.body)}`); return 1 }
   io.out(json ? JSON.stringify(r.body, null, 2) : formatStatus(r.body as Record<string, any>))
+  return 0
+}
+
+/** Human-readable rendering of GET /ring. */
+export function formatRing (r: Record<string, any>): string {
+  const members = Array.isArray(r.members) ? r.members as Array<Record<string, any>> : []
+  const pct = (x: unknown): string => `${(Number(x ?? 0) * 100).toFixed(1)}%`
+  const lines = [
+    `overlay ring seen by ${String(r.self)}: ${members.length} member(s), R=${String(r.replicas)} W=${String(r.writeQuorum)} read=${String(r.readQuorum)}, load max/mean ${String(r.loadRatio)}`,
+    ...(Array.isArray(r.multiaddrs) && r.multiaddrs.length > 0 ? [`  join this node with: --join ${String(r.multiaddrs[0])}`] : []),
+    '',
+    `  ${'member'.padEnd(54)} ${'status'.padEnd(8)} ${'primary'.padStart(8)} ${'load'.padStart(7)} ${'ranges'.padStart(6)}  sip`
+  ]
+  for (const m of members) {
+    lines.push(`${m.self === true ? '* ' : '  '}${String(m.id).padEnd(54)} ${String(m.status).padEnd(8)} ${pct(m.primaryShare).padStart(8)} ${pct(m.load).padStart(7)} ${String(m.ranges).padStart(6)}  ${String(m.sipUri ?? '-')}`)
+  }
+  const st = r.store as Record<string, unknown> | undefined
+  if (st !== undefined) lines.push('', `  store: ${String(st.items)} item(s), ${String(st.tombstones)} tombstone(s); handoff sent ${String(st.handoffSent)}, repairs ${String(st.repairs)}`)
+  return lines.join('\n')
+}
+
+/** Human-readable rendering of GET /lookup. */
+export function formatLookup (r: Record<string, any>): string {
+  const owners = Array.isArray(r.owners) ? r.owners as Array<Record<string, any>> : []
+  const nodes = Array.isArray(r.nodes) ? r.nodes as Array<Record<string, any>> : []
+  const lines = [`${String(r.aor)} (key ${String(r.key)})`, '  owners:']
+  owners.forEach(o => { lines.push(`    ${o.primary === true ? 'primary ' : 'replica '} ${String(o.id)} (${String(o.status)})`) })
+  if (r.error !== undefined) lines.push(`  overlay read failed: ${String(r.error)}`)
+  if (nodes.length === 0) lines.push('  no contact registered')
+  for (const n of nodes) {
+    lines.push(`  attached to ${String(n.node)} (${String(n.sipUri)}):`)
+    for (const c of (Array.isArray(n.contacts) ? n.contacts : []) as Array<Record<string, any>>) {
+      lines.push(`    ${String(c.contact)}  expires in ${String(c.expiresIn)} s (${String(c.expires)})  q=${String(c.q)}`)
+    }
+  }
+  return lines.join('\n')
+}
+
+/** `sipring ring` / `sipring lookup <aor>`: GET the overlay routes of the admin API. */
+async function adminCommand (what: 'ring' | 'lookup', args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  let adminText = env.SIPRING_ADMIN ?? '127.0.0.1:5080'
+  let json = false
+  let aor: string | undefined
+  const help = what === 'ring' ? ringHelp : lookupHelp
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    if (a === '--help' || a === '-h') { io.out(help()); return 0 }
+    if (a === '--json') { json = true; continue }
+    if (a === '--admin' || a.startsWith('--admin=')) {
+      const v = a === '--admin' ? args[++i] : a.slice('--admin='.length)
+      if (v === undefined) { io.err('sipring: option --admin needs a value (HOST:PORT)'); return 2 }
+      adminText = v
+      continue
+    }
+    if (what === 'lookup' && !a.startsWith('-') && aor === undefined) { aor = a; continue }
+    io.err(`sipring: ${a.startsWith('-') ? 'unknown option' : 'unexpected argument'} ${a} (see \`sipring ${what} --help\`)`)
+    return 2
+  }
+  if (what === 'lookup' && aor === undefined) { io.err('sipring: lookup needs an AOR, e.g. sipring lookup sip:alice@example.org'); return 2 }
+  const admin = parseAdmin(adminText)
+  if (admin === undefined) { io.err(`sipring: --admin: expected host:port (e.g. 127.0.0.1:5080), got ${JSON.stringify(adminText)}`); return 2 }
+  const path = what === 'ring' ? '/ring' : `/lookup?aor=${encodeURIComponent(aor!)}`
+  const url = `http://${formatEndpoint({ address: admin.host, port: admin.port })}${path}`
+  let r
+  try {
+    r = await fetchJson(admin.host, admin.port, path, 10_000)
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    io.err(`sipring: cannot reach the admin API at ${url}${code !== undefined ? ` (${code})` : ''}: ${(err as Error).message}. Is sipring running? Use --admin HOST:PORT.`)
+    return 1
+  }
+  if (r.status !== 200) {
+    const msg = (r.body as { error?: unknown } | undefined)?.error
+    io.err(`sipring: ${url} answered HTTP ${r.status}: ${typeof msg === 'string' ? msg : JSON.stringify(r.body)}`)
+    return r.status === 400 ? 2 : 1
+  }
+  io.out(json ? JSON.stringify(r.body, null, 2) : what === 'ring' ? formatRing(r.body as Record<string, any>) : formatLookup(r.body as Record<string, any>))
   return 0
 }

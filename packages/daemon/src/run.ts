@@ -10,8 +10,13 @@ import { ClassicLevel } from 'classic-level'
 import type { Binding, Clock, Endpoint, Logger, Rng, SipTransport } from '@sipring/interface'
 import { aorOf, createTransport } from '@sipring/sip'
 import { createSuperNode, type SuperNode } from '@sipring/node'
+import { createHasher, RING_SIZE, arcLength, type StoreDb } from '@sipring/overlay'
+import { libp2pOverlay, type Libp2pOverlay } from '@sipring/overlay-libp2p'
 import { AdminError, AdminServer } from './admin.js'
-import type { ListenerConfig, SipringConfig } from './config.js'
+import { LevelAccountStore } from '@sipring/auth'
+import { createAccountsAdmin } from './accounts-admin.js'
+import { accountsSublevel, adminToken, authSecret } from './accounts-files.js'
+import { DEFAULT_OVERLAY_LISTEN, overlayEnabled, type ListenerConfig, type SipringConfig } from './config.js'
 import { VERSION } from './version.js'
 
 /** A start-up failure with the process exit code it maps to (1 = runtime, 2 = configuration). */
@@ -37,8 +42,102 @@ export interface Daemon {
   listeners(): Endpoint[]
   /** Bound admin address, or undefined when disabled. */
   adminAddress(): { host: string, port: number } | undefined
+  /** The libp2p overlay node, when the overlay is enabled. */
+  readonly overlay: Libp2pOverlay | undefined
   stop(): Promise<void>
 }
+
+/** The peer id at the end of a join multiaddr (`.../p2p/<id>`). */
+export function peerIdOf (multiaddr: string): string | undefined {
+  return /\/p2p\/([1-9A-HJ-NP-Za-km-z]+)$/.exec(multiaddr)?.[1]
+}
+
+/**
+ * Start the libp2p overlay network. When the default listeners are used and IPv6 is unavailable,
+ * retries with the IPv4 one only (as the SIP listeners do).
+ */
+async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dataDir: string): Promise<Libp2pOverlay> {
+  const defaults = config.overlayListen.length === 0
+  const listen = defaults ? [...DEFAULT_OVERLAY_LISTEN] : config.overlayListen
+  const make = async (addrs: string[]): Promise<Libp2pOverlay> => await libp2pOverlay({
+    clock: deps.clock,
+    logger: deps.logger.child({ component: 'overlay-libp2p' }),
+    listen: addrs,
+    join: config.join,
+    ...(config.overlayAnnounce.length > 0 ? { announce: config.overlayAnnounce } : {}),
+    keyPath: join(dataDir, 'peer.key')
+  })
+  let net: Libp2pOverlay
+  try {
+    net = await make(listen)
+  } catch (err) {
+    throw new DaemonError(`cannot create the overlay node: ${(err as Error).message}`, err instanceof TypeError ? 2 : 1, { cause: err })
+  }
+  try {
+    await net.start()
+    return net
+  } catch (err) {
+    await net.stop().catch(() => {})
+    const v4 = listen.filter(a => !a.startsWith('/ip6/'))
+    if (defaults && v4.length > 0 && v4.length < listen.length) {
+      deps.logger.warn({ err: (err as Error).message }, 'overlay: IPv6 listener unavailable; continuing with IPv4 only')
+      const again = await make(v4)
+      try { await again.start(); return again } catch (err2) { await again.stop().catch(() => {}); err = err2 }
+    }
+    const msg = (err as Error).message
+    if (/EADDRINUSE/.test(msg)) throw new DaemonError(`cannot listen on overlay ${listen.join(', ')}: address already in use (choose another with --overlay-listen)`, 1, { cause: err })
+    throw new DaemonError(`cannot start the overlay on ${listen.join(', ')}: ${msg}`, 1, { cause: err })
+  }
+}
+
+/** This node's multiaddrs, the ones other hosts can dial first (loopback last). */
+export function joinAddresses (net: Libp2pOverlay | undefined): string[] {
+  const all = net?.multiaddrs() ?? []
+  const loop = (m: string): boolean => m.startsWith('/ip4/127.') || m.startsWith('/ip6/::1/')
+  return [...all.filter(m => !loop(m)), ...all.filter(loop)]
+}
+
+/** GET /ring: the members of the ring with their status, SIP address and share of the key space. */
+export function ringView (node: SuperNode, net: Libp2pOverlay | undefined): Record<string, unknown> {
+  const ov = node.overlay!
+  const ring = ov.ring
+  const r = ov.store.replicas
+  const stats = ring.loadStats(r)
+  const ranges = new Map<string, number>()
+  const primary = new Map<string, bigint>()
+  for (const rg of ring.ranges(r)) {
+    for (const o of rg.owners) ranges.set(o, (ranges.get(o) ?? 0) + 1)
+    const p = rg.owners[0]
+    if (p !== undefined) primary.set(p, (primary.get(p) ?? 0n) + arcLength(rg.start, rg.end))
+  }
+  const ids = [...new Set([...ring.members, ...ov.membership.view()])].sort()
+  const round = (x: number): number => Math.round(x * 10000) / 10000
+  return {
+    self: node.nodeId,
+    multiaddrs: joinAddresses(net),
+    replicas: r,
+    writeQuorum: ov.store.writeQuorum,
+    readQuorum: ov.store.readQuorum,
+    loadRatio: round(stats.ratio),
+    members: ids.map(id => {
+      const m = ov.membership.get(id)
+      return {
+        id,
+        self: id === node.nodeId,
+        status: m?.status ?? 'unknown',
+        incarnation: m?.incarnation,
+        inRing: ring.members.includes(id),
+        sipUri: node.replication!.nodeRoute(id),
+        ranges: ranges.get(id) ?? 0,
+        primaryShare: round(Number(primary.get(id) ?? 0n) / Number(RING_SIZE)),
+        load: round(stats.load.get(id) ?? 0)
+      }
+    }),
+    store: ov.store.getStats(),
+    replication: { ...node.replication!.stats, pending: node.replication!.pending }
+  }
+}
+
 
 export function formatEndpoint (e: { protocol?: string, address: string, port: number }): string {
   const host = e.address.includes(':') ? `[${e.address}]` : e.address
@@ -168,7 +267,32 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     throw err
   }
 
-  const node = createSuperNode({ clock: deps.clock, rng: deps.rng, logger: log, transports, db }, {
+  let net: Libp2pOverlay | undefined
+  if (overlayEnabled(config)) {
+    try {
+      net = await startOverlayNetwork(config, deps, dataDir)
+    } catch (err) {
+      await Promise.allSettled(transports.map(async t => { await t.stop() }))
+      await db.close()
+      throw err
+    }
+  }
+  const quorum = Math.floor(config.replicas / 2) + 1
+  // accounts (issue 4): in the `accounts` sublevel; the nonce secret persisted in the data dir
+  const accounts = new LevelAccountStore({ db: accountsSublevel(db), clock: deps.clock })
+  const authRealm = config.auth.realm ?? config.domains[0]
+  const node = createSuperNode({
+    accounts,
+    clock: deps.clock,
+    rng: deps.rng,
+    logger: log,
+    transports,
+    db,
+    ...(net !== undefined ? { overlay: { network: net, hasher: await createHasher(), db: db.sublevel<string, string>('overlay', { valueEncoding: 'utf8' }) as unknown as StoreDb } } : {})
+  }, {
+    ...(net !== undefined
+      ? { overlay: { seeds: config.join.map(peerIdOf).filter((x): x is string => x !== undefined), replicas: config.replicas, writeQuorum: Math.min(quorum, config.replicas), readQuorum: Math.min(quorum, config.replicas) } }
+      : {}),
     domains: config.domains,
     minExpires: config.minExpires,
     maxExpires: config.maxExpires,
@@ -176,12 +300,31 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     maxContactsPerAor: config.maxContactsPerAor,
     nodeId,
     recordRoute: config.recordRoute,
-    viaHost: config.advertise ?? defaultAdvertise()
+    viaHost: config.advertise ?? defaultAdvertise(),
+    ...(config.auth.enabled
+      ? {
+          auth: {
+            enabled: true,
+            ...(authRealm !== undefined ? { realm: authRealm } : {}),
+            secret: authSecret(dataDir, deps.rng),
+            nonceTtlMs: config.auth.nonceTtl * 1000,
+            algorithms: config.auth.algorithms,
+            limits: {
+              maxFailuresPerSource: config.auth.maxFailuresPerSource,
+              maxFailuresPerUser: config.auth.maxFailuresPerUser,
+              failureWindowMs: config.auth.failureWindow * 1000,
+              banMs: config.auth.banTime * 1000,
+              banStatus: config.auth.banStatus
+            }
+          }
+        }
+      : {})
   })
   try {
     await node.start()
   } catch (err) {
     await Promise.allSettled(transports.map(async t => { await t.stop() }))
+    await net?.stop().catch(() => {})
     await db.close()
     throw new DaemonError(`cannot start the node: ${(err as Error).message}`, 1, { cause: err })
   }
@@ -193,6 +336,13 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
       host: config.admin.host,
       port: config.admin.port,
       logger: log.child({ component: 'admin' }),
+      accounts: createAccountsAdmin({
+        accounts,
+        token: adminToken(dataDir, deps.rng),
+        defaultRealm: authRealm,
+        logger: log.child({ component: 'admin' }),
+        ...(node.auth !== undefined ? { bans: () => node.auth!.bans() } : {})
+      }),
       source: {
         status: () => {
           const s = node.status()
@@ -209,10 +359,36 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
             registers: s.registers,
             registrarErrors: s.registrarErrors,
             sip: s.stack,
-            proxy: s.proxy
+            proxy: s.proxy,
+            ...(s.auth !== undefined ? { auth: s.auth } : {}),
+            ...(s.overlay !== undefined ? { overlay: { ...s.overlay, multiaddrs: joinAddresses(net), peers: net?.peers().length ?? 0 } } : {})
           }
         },
-        health: () => ({ status: 'ok', nodeId }),
+        ...(node.overlay !== undefined
+          ? {
+              ring: () => ringView(node, net),
+              lookup: async (aor: string) => {
+                let normalized: string
+                try {
+                  normalized = aorOf(aor)
+                } catch (err) {
+                  throw new AdminError(400, `aor is not a valid SIP URI: ${(err as Error).message}`)
+                }
+                const now = deps.clock.now()
+                const ov = node.overlay!
+                const found = await node.replication!.inspect(normalized)
+                return {
+                  aor: normalized,
+                  key: found.key,
+                  owners: found.owners.map((id, i) => ({ id, primary: i === 0, status: ov.membership.get(id)?.status ?? 'unknown', sipUri: node.replication!.nodeRoute(id) })),
+                  ...(found.error !== undefined ? { error: found.error } : {}),
+                  nodes: Object.entries(found.nodes).map(([id, p]) => ({ node: id, sipUri: p.uri, version: p.v, contacts: p.b.map(b => bindingView(b, now)) })),
+                  local: node.location.lookup(normalized).map(b => bindingView(b, now))
+                }
+              }
+            }
+          : {}),
+        health: () => ({ status: 'ok', nodeId: node.nodeId }),
         bindings: (aor: string) => {
           let normalized: string
           try {
@@ -236,11 +412,15 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     }
   }
 
+  if (net !== undefined) {
+    const addrs = joinAddresses(net)
+    log.info({ peerId: net.self, multiaddrs: addrs, join: config.join }, `overlay peer ${net.self}; others join with --join ${addrs[0] ?? `/ip4/<this host>/tcp/7070/p2p/${net.self}`}`)
+  }
   const listeners = (): Endpoint[] => transports.map(t => ({ ...t.local }))
   const adminAddress = (): { host: string, port: number } | undefined => admin?.address()
   const a = adminAddress()
   log.info({
-    nodeId,
+    nodeId: node.nodeId,
     sip: listeners().map(formatEndpoint),
     admin: a !== undefined ? formatEndpoint({ address: a.host, port: a.port }) : 'off',
     dataDir,
@@ -253,12 +433,14 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     config,
     listeners,
     adminAddress,
+    overlay: net,
     async stop () {
       stopping ??= (async () => {
         log.info({}, 'stopping: closing listeners and flushing registrations')
         await admin?.stop().catch((err: unknown) => { log.warn({ err: (err as Error).message }, 'admin stop failed') })
         let failure: unknown
         try { await node.stop() } catch (err) { failure = err }
+        try { await net?.stop() } catch (err) { log.warn({ err: (err as Error).message }, 'overlay stop failed') }
         await db.close()
         log.info({}, 'stopped')
         if (failure !== undefined) throw failure

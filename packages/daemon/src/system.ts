@@ -6,13 +6,19 @@ import { randomBytes, randomInt } from 'node:crypto'
 import type { Clock, LogFn, Logger, Rng, Timer } from '@sipring/interface'
 import { pino, type Logger as PinoLogger, type DestinationStream } from 'pino'
 
+/** A Node timeout as a `Timer` (a class, not a closure per timer: SIP sets several timers per transaction). */
+class SystemTimer implements Timer {
+  constructor (private readonly handle: NodeJS.Timeout) {}
+  cancel (): void { clearTimeout(this.handle) }
+}
+
 /** Wall clock. Timers are unref'd so a pending SIP timer never keeps the process alive on its own. */
 export const systemClock: Clock = {
   now: () => Date.now(),
   setTimer (ms: number, fn: () => void): Timer {
-    const h = setTimeout(fn, Math.max(0, ms))
+    const h = setTimeout(fn, ms > 0 ? ms : 0)
     h.unref()
-    return { cancel: () => clearTimeout(h) }
+    return new SystemTimer(h)
   }
 }
 

@@ -19,7 +19,7 @@ function newestSource (dir: string): number {
 function distIsFresh (): boolean {
   const dist = join(root, 'packages/daemon/dist/cli.js')
   if (!existsSync(dist)) return false
-  for (const pkg of ['interface', 'sip', 'location', 'registrar', 'proxy', 'node', 'daemon']) {
+  for (const pkg of ['interface', 'sip', 'location', 'registrar', 'proxy', 'overlay', 'overlay-libp2p', 'auth', 'node', 'daemon']) {
     // tsc -b rewrites a project's tsbuildinfo whenever it rebuilds anything in it
     const info = join(root, 'packages', pkg, 'tsconfig.tsbuildinfo')
     if (!existsSync(info)) return false

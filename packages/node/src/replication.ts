@@ -1,0 +1,528 @@
+/**
+ * usrloc ↔ overlay glue (issue 3 §3), in the style of Kamailio's dmq_usrloc: it subscribes to the
+ * local LocationStore's events (the registrar knows nothing of it) and publishes every AOR's
+ * bindings to the overlay's ReplicatedStore, and it answers the proxy's location lookups with
+ * "local bindings ∪ overlay bindings".
+ *
+ * Data model — one item per AOR, key `aor|<aor>`, so a lookup is one quorum read:
+ *
+ *   { v: 1, nodes: { <peerId>: { uri: <SIP URI of that super node>, v: [ms, seq], b: Binding[] } } }
+ *
+ * Each super node writes only its own portion (`nodes[self]`): the bindings its local usrloc holds,
+ * i.e. the clients attached to it (their flows/connections live there). Writes are read-modify-write
+ * (quorum read, replace the own portion, drop expired bindings of the others, write with TTL = the
+ * latest expiry; a value with no portion left becomes a tombstone). Versions: the store's HLC
+ * version orders whole items (a newer refresh always carries a higher version than what its writer
+ * read; a delete's tombstone is above every version read); inside the item each portion carries its
+ * writer's `[ms, seq]`, and RFC 3261 Call-ID/CSeq ordering is enforced where it belongs, by the
+ * attachment node's usrloc. Two nodes writing the same AOR at once may overwrite each other's
+ * portion (last writer wins on the item): every publish is therefore re-read `verifyDelay` ms later
+ * and re-published when the own portion is not what usrloc holds, and every lookup that sees a
+ * stale own portion does the same.
+ *
+ * Why a stale portion can never make a deleted contact reachable: other nodes only learn from the
+ * item *which node* to send a request to (`binding.node` → that node's SIP URI, Path semantics);
+ * the attachment node then forks to the bindings of its own usrloc only (the proxy's `sr=local`
+ * Route). For its own portion a node trusts usrloc, never the overlay.
+ */
+import type { Binding, Clock, Logger, Timer } from '@sipring/interface'
+import { contactKey, type LocationEvent, type LocationStore } from '@sipring/location'
+import type { PeerId, ReplicatedStore } from '@sipring/overlay'
+
+/** Key of an AOR's item in the replicated store. */
+export const aorKey = (aor: string): string => `aor|${aor}`
+/** Key of a super node's record (its SIP URI) in the replicated store. */
+export const nodeKey = (id: PeerId): string => `node|${id}`
+
+/** The value stored under `node|<peerId>`: how other super nodes reach that node over SIP. */
+export interface NodeRecord {
+  v: 1
+  sip: string
+}
+
+/** Everything the location service keeps in the replicated store. */
+export type ReplicaValue = AorValue | NodeRecord
+
+/** One super node's part of an AOR item. */
+export interface NodePortion {
+  /** SIP URI of that super node (where other nodes send requests for its clients). */
+  uri: string
+  /** Writer's version of this portion: [ms, sequence]. */
+  v: [number, number]
+  /** Its bindings (absolute expiry); `node` is the portion's owner. */
+  b: Binding[]
+}
+
+/** The value stored under `aor|<aor>`. */
+export interface AorValue {
+  v: 1
+  nodes: Record<PeerId, NodePortion>
+}
+
+export interface ReplicationLimits {
+  /** Portions (super nodes) kept per AOR item (default 16). */
+  maxNodesPerAor: number
+  /** Bindings accepted per portion read from the overlay (default 64). */
+  maxBindingsPerNode: number
+  /** Longest SIP URI / string field accepted from the overlay (default 2048). */
+  maxStringLength: number
+}
+
+export const DEFAULT_REPLICATION_LIMITS: Readonly<ReplicationLimits> = Object.freeze({ maxNodesPerAor: 16, maxBindingsPerNode: 64, maxStringLength: 2048 })
+
+export interface ReplicationOptions {
+  clock: Clock
+  logger: Logger
+  location: LocationStore
+  store: ReplicatedStore<ReplicaValue>
+  /** This node's overlay id (stamped as `binding.node` by the registrar). */
+  self: PeerId
+  /** This node's SIP URI as other super nodes reach it, e.g. `sip:10.0.0.1:5060;transport=tcp`. */
+  sipUri: string
+  /** Membership state of a node: lookups use only portions of alive/suspect members; writes drop dead/left ones. */
+  memberStatus?: (id: PeerId) => string | undefined
+  /** Publishes running at once (default 64). */
+  concurrency?: number
+  /** Re-read a published AOR this long after the write and re-publish it if it lost a race (ms, 0 = never; default 1000). */
+  verifyDelay?: number
+  /** First retry after a failed publish (ms, doubled each time, default 500); attempts: `maxRetries` (default 8). */
+  retryDelay?: number
+  maxRetries?: number
+  limits?: Partial<ReplicationLimits>
+}
+
+export interface ReplicationStats {
+  /** Items written (puts) and deleted (tombstones). */
+  published: number
+  deleted: number
+  /** Failed publish attempts (each is retried up to maxRetries). */
+  publishErrors: number
+  /** Publishes given up after maxRetries (the next REGISTER refresh publishes again). */
+  abandoned: number
+  lookups: number
+  /** Lookups whose overlay read failed (answered from local usrloc only). */
+  lookupErrors: number
+  /** Re-publishes because a read showed a stale own portion (lost write race). */
+  repairs: number
+  /** Malformed portions/bindings read from the overlay and ignored. */
+  rejected: number
+}
+
+const NON_RETRYABLE = new Set(['ERR_BAD_KEY', 'ERR_BAD_TTL', 'ERR_BAD_VALUE'])
+
+/** Identity of a binding across nodes: RFC 5626 instance + reg-id, else the Contact URI. */
+export function bindingIdentity (b: Binding): string {
+  if (b.instance !== undefined && b.regId !== undefined) return `o:${b.instance.toLowerCase()}:${b.regId}`
+  return `u:${contactKey(b.contact)}`
+}
+
+/** Is `a` a newer registration of the same contact than `b`? Same Call-ID: higher CSeq; else the later write. */
+export function newerBinding (a: Binding, b: Binding): boolean {
+  if (a.callId === b.callId && a.cseq !== b.cseq) return a.cseq > b.cseq
+  return a.updated > b.updated
+}
+
+function byLookupOrder (a: Binding, b: Binding): number {
+  return b.q - a.q || b.updated - a.updated
+}
+
+/** Fingerprint of a set of bindings (what must match between usrloc and the own portion). */
+function fingerprint (list: readonly Binding[]): string {
+  return list.map(b => `${bindingIdentity(b)}|${b.expires}|${b.callId}|${b.cseq}`).sort().join('\n')
+}
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
+const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
+
+/**
+ * Subscribes to usrloc, publishes to the overlay, and serves `lookup(aor)` (the proxy's
+ * `LocationLike`) and `nodeRoute(peerId)` (the proxy's overlay hook).
+ */
+export class LocationReplicator {
+  readonly self: PeerId
+  private uri: string
+  private readonly clock: Clock
+  private readonly log: Logger
+  private readonly location: LocationStore
+  private readonly store: ReplicatedStore<ReplicaValue>
+  private readonly memberStatus: ((id: PeerId) => string | undefined) | undefined
+  private readonly concurrency: number
+  private readonly verifyDelay: number
+  private readonly retryDelay: number
+  private readonly maxRetries: number
+  private readonly limits: ReplicationLimits
+
+  /** PeerId → SIP URI of that super node, learnt from the portions read. */
+  private readonly routes = new Map<PeerId, string>()
+  private readonly dirty = new Set<string>()
+  private readonly queued = new Set<string>()
+  private queue: string[] = []
+  private head = 0
+  private readonly active = new Set<string>()
+  private readonly attempts = new Map<string, number>()
+  private readonly timers = new Set<Timer>()
+  private idleWaiters: Array<() => void> = []
+  private seq = { ms: 0, n: 0 }
+  private selfTimer: Timer | undefined
+  /** Members whose `node|` record is being fetched. */
+  private readonly learning = new Set<PeerId>()
+  private running = false
+  private readonly onEvent = (b: Binding): void => { this.markDirty(b.aor) }
+  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0 }
+
+  constructor (opts: ReplicationOptions) {
+    this.clock = opts.clock
+    this.log = opts.logger.child({ component: 'replication' })
+    this.location = opts.location
+    this.store = opts.store
+    this.self = opts.self
+    this.uri = opts.sipUri
+    this.memberStatus = opts.memberStatus
+    this.concurrency = opts.concurrency ?? 64
+    this.verifyDelay = opts.verifyDelay ?? 1000
+    this.retryDelay = opts.retryDelay ?? 500
+    this.maxRetries = opts.maxRetries ?? 8
+    this.limits = { ...DEFAULT_REPLICATION_LIMITS, ...opts.limits }
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new RangeError('concurrency must be an integer >= 1')
+    if (!(this.verifyDelay >= 0) || !(this.retryDelay > 0)) throw new RangeError('verifyDelay must be >= 0 and retryDelay > 0')
+    if (!Number.isInteger(this.maxRetries) || this.maxRetries < 0) throw new RangeError('maxRetries must be an integer >= 0')
+    this.routes.set(this.self, this.uri)
+  }
+
+  /** This node's SIP URI as published. */
+  get sipUri (): string { return this.uri }
+
+  /** Change the published SIP URI (e.g. once the listeners' ports are known); republishes. */
+  setSipUri (uri: string): void {
+    if (uri === this.uri) return
+    this.uri = uri
+    this.routes.set(this.self, uri)
+    if (!this.running) return
+    for (const aor of this.location.aors()) this.markDirty(aor)
+    void this.publishSelf()
+  }
+
+  private static readonly EVENTS: LocationEvent[] = ['insert', 'update', 'delete', 'expire']
+
+  /** Subscribe to usrloc, publish this node's record and every AOR usrloc already holds (restart from the db). */
+  start (): void {
+    if (this.running) return
+    this.running = true
+    for (const e of LocationReplicator.EVENTS) this.location.on(e, this.onEvent)
+    for (const aor of this.location.aors()) this.markDirty(aor)
+    void this.publishSelf()
+  }
+
+  /** Write `node|<self>` (TTL maxTtl, refreshed every maxTtl/2; retried on failure). */
+  private async publishSelf (): Promise<void> {
+    if (!this.running) return
+    this.selfTimer?.cancel()
+    try {
+      await this.store.put(nodeKey(this.self), { v: 1, sip: this.uri }, { ttl: this.store.maxTtl })
+      this.selfTimer = this.clock.setTimer(this.store.maxTtl / 2, () => { void this.publishSelf() })
+    } catch (err) {
+      this.log.debug({ err: String(err) }, 'publishing the node record failed; retrying')
+      this.selfTimer = this.clock.setTimer(this.retryDelay * 4, () => { void this.publishSelf() })
+    }
+  }
+
+  /**
+   * Learn how to reach these members over SIP (their `node|<id>` records), so requests they relay
+   * can be recognised and clients attached to them reached before any of their AORs was read.
+   * Missing records (a member that just joined) are retried a few times.
+   */
+  learnNodes (ids: PeerId[]): void {
+    for (const id of ids) {
+      if (id === this.self || this.routes.has(id) || this.learning.has(id)) continue
+      this.learning.add(id)
+      void this.learnNode(id, 0)
+    }
+  }
+
+  private async learnNode (id: PeerId, attempt: number): Promise<void> {
+    let rec: ReplicaValue | undefined
+    try { rec = await this.store.get(nodeKey(id)) } catch { rec = undefined }
+    if (!this.running) { this.learning.delete(id); return }
+    const sip = isObj(rec) && typeof rec.sip === 'string' && rec.sip.length <= this.limits.maxStringLength && /^sips?:/i.test(rec.sip) ? rec.sip : undefined
+    if (sip !== undefined) {
+      this.routes.set(id, sip)
+      this.learning.delete(id)
+      return
+    }
+    if (attempt >= 10) { this.learning.delete(id); return }
+    this.later(this.retryDelay * 2, () => { void this.learnNode(id, attempt + 1) })
+  }
+
+  /** Unsubscribe, cancel retries, and wait for the publishes in flight. */
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    for (const e of LocationReplicator.EVENTS) this.location.off(e, this.onEvent)
+    for (const t of this.timers) t.cancel()
+    this.timers.clear()
+    this.selfTimer?.cancel(); this.selfTimer = undefined
+    this.learning.clear()
+    this.dirty.clear(); this.queued.clear(); this.queue = []; this.head = 0
+    await this.settled()
+  }
+
+  /** Resolves when nothing is queued or being published (retries and verifications pending may still come). */
+  async settled (): Promise<void> {
+    if (this.active.size === 0 && this.queued.size === 0) return
+    await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
+  }
+
+  /** AORs waiting for or in publication. */
+  get pending (): number { return this.queued.size + this.active.size }
+
+  // ------------------------------------------------------------ proxy side
+
+  /** The SIP URI of super node `id` (the proxy's `nodeRoute` hook). */
+  nodeRoute (id: PeerId): string | undefined {
+    return this.routes.get(id)
+  }
+
+  /** Known super nodes and their SIP URIs. */
+  knownNodes (): Map<PeerId, string> { return new Map(this.routes) }
+
+  /**
+   * Local bindings ∪ the overlay's bindings held by other (live) super nodes, newest registration of
+   * each contact kept, sorted by q then recency. An overlay failure degrades to the local bindings.
+   */
+  async lookup (aor: string): Promise<Binding[]> {
+    this.stats.lookups++
+    let value: ReplicaValue | undefined
+    try {
+      value = await this.store.get(aorKey(aor))
+    } catch (err) {
+      this.stats.lookupErrors++
+      this.log.debug({ aor, err: String(err) }, 'overlay lookup failed; local bindings only')
+      return this.localBindings(aor)
+    }
+    const local = this.localBindings(aor) // read after the await: the freshest local state
+    const remote = this.remoteBindings(aor, value, local)
+    return merge(local, remote)
+  }
+
+  /**
+   * usrloc's bindings of `aor`, stamped with this node's id: bindings restored from a db written
+   * under another node id (before the overlay was enabled) are this node's clients all the same.
+   */
+  private localBindings (aor: string): Binding[] {
+    return this.location.lookup(aor).map(b => b.node === undefined || b.node === this.self ? b : { ...b, node: this.self })
+  }
+
+  /** Overlay view of one AOR for the admin API: owners, and every portion with its bindings. */
+  async inspect (aor: string): Promise<{ key: string, owners: PeerId[], nodes: Record<PeerId, NodePortion>, error?: string }> {
+    const key = aorKey(aor)
+    const owners = this.store.owners(key)
+    try {
+      const value = parseValue(await this.store.get(key), this.limits, this.clock.now(), () => { this.stats.rejected++ })
+      return { key, owners, nodes: value?.nodes ?? {} }
+    } catch (err) {
+      return { key, owners, nodes: {}, error: err instanceof Error ? err.message : String(err) }
+    }
+  }
+
+  private remoteBindings (aor: string, raw: unknown, local: Binding[]): Binding[] {
+    const value = parseValue(raw, this.limits, this.clock.now(), () => { this.stats.rejected++ })
+    const out: Binding[] = []
+    const own = value?.nodes[this.self]
+    // self-heal: the overlay must say what usrloc says about this node's clients
+    if (fingerprint(own?.b ?? []) !== fingerprint(local) && !this.dirty.has(aor) && !this.active.has(aor)) {
+      this.stats.repairs++
+      this.markDirty(aor)
+    }
+    if (value === undefined) return out
+    for (const [id, p] of Object.entries(value.nodes)) {
+      if (id === this.self) continue
+      // only members in the view: dead/left ones (and ones forgotten after SWIM's deadRetention)
+      // cannot reach their clients any more
+      if (this.memberStatus !== undefined) {
+        const status = this.memberStatus(id)
+        if (status !== 'alive' && status !== 'suspect') continue
+      }
+      this.routes.set(id, p.uri)
+      for (const b of p.b) if (b.aor === aor) out.push(b)
+    }
+    return out
+  }
+
+  // ------------------------------------------------------------ publishing
+
+  /** Queue `aor` for publication (coalesced: one publish carries every change made meanwhile). */
+  markDirty (aor: string): void {
+    if (!this.running) return
+    this.dirty.add(aor)
+    if (this.active.has(aor) || this.queued.has(aor)) return
+    this.queued.add(aor)
+    this.queue.push(aor)
+    this.pump()
+  }
+
+  private pump (): void {
+    while (this.running && this.active.size < this.concurrency && this.head < this.queue.length) {
+      const aor = this.queue[this.head++]!
+      if (this.head > 1024 && this.head * 2 > this.queue.length) { this.queue = this.queue.slice(this.head); this.head = 0 }
+      this.queued.delete(aor)
+      if (!this.dirty.delete(aor)) continue
+      this.active.add(aor)
+      void this.publish(aor).finally(() => {
+        this.active.delete(aor)
+        if (this.dirty.has(aor) && this.running) { this.queued.add(aor); this.queue.push(aor) }
+        this.pump()
+        this.checkIdle()
+      })
+    }
+    this.checkIdle()
+  }
+
+  private checkIdle (): void {
+    if (this.active.size > 0 || this.queued.size > 0) return
+    const w = this.idleWaiters
+    this.idleWaiters = []
+    for (const fn of w) fn()
+  }
+
+  private later (ms: number, fn: () => void): void {
+    const t = this.clock.setTimer(ms, () => { this.timers.delete(t); if (this.running) fn() })
+    this.timers.add(t)
+  }
+
+  private nextVersion (): [number, number] {
+    const now = this.clock.now()
+    this.seq = now > this.seq.ms ? { ms: now, n: 0 } : { ms: this.seq.ms, n: this.seq.n + 1 }
+    return [this.seq.ms, this.seq.n]
+  }
+
+  /** One read-modify-write of `aor`'s item; failures are retried with backoff. */
+  private async publish (aor: string): Promise<void> {
+    const key = aorKey(aor)
+    try {
+      const raw = await this.store.get(key)
+      const now = this.clock.now()
+      const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ })
+      const local = this.location.lookup(aor)
+      const nodes: Record<PeerId, NodePortion> = {}
+      let expires = 0
+      for (const [id, p] of Object.entries(cur?.nodes ?? {})) {
+        if (id === this.self) continue
+        // a node SWIM declared dead or left is unreachable: its clients must register elsewhere
+        const status = this.memberStatus?.(id)
+        if (status === 'dead' || status === 'left') continue
+        const b = p.b.filter(x => x.expires > now)
+        if (b.length === 0) continue
+        nodes[id] = { uri: p.uri, v: p.v, b }
+        for (const x of b) expires = Math.max(expires, x.expires)
+      }
+      if (local.length > 0) {
+        nodes[this.self] = { uri: this.uri, v: this.nextVersion(), b: local.map(b => wireBinding(b, this.self)) }
+        for (const x of local) expires = Math.max(expires, x.expires)
+      }
+      const ids = Object.keys(nodes)
+      if (ids.length > this.limits.maxNodesPerAor) {
+        // keep ourselves and the most recently written portions
+        ids.filter(id => id !== this.self).sort((a, b) => nodes[b]!.v[0] - nodes[a]!.v[0] || nodes[b]!.v[1] - nodes[a]!.v[1])
+          .slice(this.limits.maxNodesPerAor - (local.length > 0 ? 1 : 0)).forEach(id => { Reflect.deleteProperty(nodes, id) })
+      }
+      if (Object.keys(nodes).length === 0) {
+        if (raw === undefined) { this.attempts.delete(aor); return }
+        await this.store.delete(key)
+        this.stats.deleted++
+      } else {
+        const ttl = Math.min(Math.max(1, expires - now), this.store.maxTtl)
+        await this.store.put(key, { v: 1, nodes }, { ttl })
+        this.stats.published++
+      }
+      this.attempts.delete(aor)
+      if (this.verifyDelay > 0) this.later(this.verifyDelay, () => { void this.verify(aor) })
+    } catch (err) {
+      this.stats.publishErrors++
+      const code = (err as { code?: unknown }).code
+      const n = (this.attempts.get(aor) ?? 0) + 1
+      if ((typeof code === 'string' && NON_RETRYABLE.has(code)) || n > this.maxRetries) {
+        this.attempts.delete(aor)
+        this.stats.abandoned++
+        this.log.warn({ aor, err: String(err), attempts: n }, 'publishing an AOR to the overlay failed; giving up until its next change')
+        return
+      }
+      this.attempts.set(aor, n)
+      this.log.debug({ aor, err: String(err), attempt: n }, 'publishing an AOR to the overlay failed; retrying')
+      this.later(this.retryDelay * 2 ** (n - 1), () => { this.markDirty(aor) })
+    }
+  }
+
+  /** Re-read a published item; re-publish when the own portion lost a concurrent write. */
+  private async verify (aor: string): Promise<void> {
+    if (this.dirty.has(aor) || this.active.has(aor)) return
+    let raw: ReplicaValue | undefined
+    try { raw = await this.store.get(aorKey(aor)) } catch { return }
+    this.remoteBindings(aor, raw, this.location.lookup(aor))
+  }
+}
+
+/** A binding as published: own node id stamped, frozen arrays copied. */
+function wireBinding (b: Binding, self: PeerId): Binding {
+  const w: Binding = { ...b, path: [...b.path], node: self }
+  if (b.received !== undefined) w.received = { ...b.received }
+  return w
+}
+
+/** Local ∪ remote, one binding per contact identity (the newer registration wins), lookup order. */
+function merge (local: Binding[], remote: Binding[]): Binding[] {
+  if (remote.length === 0) return local
+  const by = new Map<string, Binding>()
+  for (const b of [...local, ...remote]) {
+    const id = bindingIdentity(b)
+    const cur = by.get(id)
+    if (cur === undefined || newerBinding(b, cur)) by.set(id, b)
+  }
+  return [...by.values()].sort(byLookupOrder)
+}
+
+/**
+ * Validate a value read from the overlay (untrusted: any peer may have written it). Malformed
+ * portions or bindings are dropped (`reject` is called for each), expired bindings are filtered,
+ * `binding.node` is forced to the portion's owner. Never throws.
+ */
+export function parseValue (x: unknown, limits: ReplicationLimits, now: number, reject: () => void = () => {}): AorValue | undefined {
+  if (x === undefined || x === null) return undefined
+  if (!isObj(x) || !isObj(x.nodes)) { reject(); return undefined }
+  const nodes: Record<PeerId, NodePortion> = {}
+  let n = 0
+  for (const [id, p] of Object.entries(x.nodes)) {
+    if (n >= limits.maxNodesPerAor) { reject(); break }
+    if (id.length === 0 || id.length > limits.maxStringLength || !isObj(p) || typeof p.uri !== 'string' || p.uri.length > limits.maxStringLength ||
+        !/^sips?:/i.test(p.uri) || !Array.isArray(p.v) || p.v.length !== 2 || !isNum(p.v[0]) || !isNum(p.v[1]) || !Array.isArray(p.b)) {
+      reject(); continue
+    }
+    const b: Binding[] = []
+    for (const raw of p.b.slice(0, limits.maxBindingsPerNode)) {
+      const bb = parseBinding(raw, id, limits)
+      if (bb === undefined) { reject(); continue }
+      if (bb.expires > now) b.push(bb)
+    }
+    if (p.b.length > limits.maxBindingsPerNode) reject()
+    nodes[id] = { uri: p.uri, v: [p.v[0] as number, p.v[1] as number], b }
+    n++
+  }
+  return { v: 1, nodes }
+}
+
+function parseBinding (x: unknown, node: PeerId, limits: ReplicationLimits): Binding | undefined {
+  if (!isObj(x)) return undefined
+  const s = (v: unknown): v is string => typeof v === 'string' && v.length <= limits.maxStringLength
+  if (!s(x.aor) || !s(x.contact) || x.contact === '' || !isNum(x.expires) || !isNum(x.q) || x.q < 0 || x.q > 1 ||
+      !s(x.callId) || !isNum(x.cseq) || !isNum(x.updated) || !Array.isArray(x.path) || x.path.length > 16 || !x.path.every(s)) return undefined
+  const b: Binding = { aor: x.aor, contact: x.contact, expires: x.expires, q: x.q, callId: x.callId, cseq: x.cseq, path: [...x.path as string[]], updated: x.updated, node }
+  if (s(x.contactHeader)) b.contactHeader = x.contactHeader
+  if (s(x.instance)) b.instance = x.instance
+  if (isNum(x.regId)) b.regId = x.regId
+  if (s(x.userAgent)) b.userAgent = x.userAgent
+  if (isObj(x.received) && s(x.received.protocol) && s(x.received.address) && isNum(x.received.port)) {
+    const r = x.received
+    b.received = { protocol: r.protocol as NonNullable<Binding['received']>['protocol'], address: r.address as string, port: r.port as number }
+    if (s(r.connectionId)) b.received.connectionId = r.connectionId
+  }
+  return b
+}
