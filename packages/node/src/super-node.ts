@@ -2,7 +2,7 @@ import type { Clock, Endpoint, Logger, Rng, SipTransport, Source, Startable, Tim
 import { SipStack, createResponse, type SipRequest, type SipResponse, type ServerTransaction, type StackStats } from '@sipring/sip'
 import { LocationStore, type LocationDb } from '@sipring/location'
 import { createRegistrar, type Registrar } from '@sipring/registrar'
-import { createProxy, type Proxy, type ProxyStats } from '@sipring/proxy'
+import { createProxy, type GroupLimits, type Proxy, type ProxyOptions, type ProxyStats } from '@sipring/proxy'
 import { OverlayNode, type Hasher, type OverlayNetwork, type OverlayNodeInit, type PeerId, type StoreDb } from '@sipring/overlay'
 import { LocationReplicator, type ReplicaValue, type ReplicationStats } from './replication.js'
 import { DigestServer, contactLimitExceeded, registerAor, type Account, type AccountStore, type ChallengeAlgorithm, type DigestLimits, type DigestStats } from '@sipring/auth'
@@ -25,8 +25,11 @@ export interface SuperNodeComponents {
   db?: LocationDb
   /** Share one location service with other super nodes over this overlay (issue 3). */
   overlay?: SuperNodeOverlay
-  /** Accounts read by digest authentication (used only with `init.auth.enabled`). */
-  accounts?: Pick<AccountStore, 'getUser'> & Partial<Pick<AccountStore, 'onChange'>>
+  /**
+   * Accounts read by digest authentication (used only with `init.auth.enabled`); with `getGroup`, a
+   * request to a group AOR is forked by this node to the group's members (issue 5, centralized mode).
+   */
+  accounts?: Pick<AccountStore, 'getUser'> & Partial<Pick<AccountStore, 'onChange' | 'getGroup'>>
 }
 
 /** Digest authentication of requests before the registrar and proxy (issue 4; off by default). */
@@ -87,6 +90,8 @@ export interface SuperNodeInit {
   overlay?: SuperNodeOverlayInit
   /** Digest authentication (needs `components.accounts`). */
   auth?: SuperNodeAuthInit
+  /** Group calls (with `components.accounts`): depth, branch cap, hunt per-member timeout. */
+  groups?: Partial<GroupLimits>
 }
 
 export interface SuperNodeStatus {
@@ -255,7 +260,8 @@ class SuperNodeImpl implements SuperNode {
       domains,
       recordRoute: init.recordRoute ?? DEFAULTS.recordRoute,
       aliases,
-      nodeId: this.nodeId
+      nodeId: this.nodeId,
+      ...groupsOf(c.accounts, init.groups)
     })
     this.auth = this.createAuth(c, init)
     this.stack.onRequest = (req, tx) => {
@@ -490,4 +496,11 @@ function errText (err: unknown): string {
 /** Build (not start) a super node from its components. */
 export function createSuperNode (components: SuperNodeComponents, init: SuperNodeInit = {}): SuperNode {
   return new SuperNodeImpl(components, init)
+}
+
+/** Group calls (issue 5): the proxy reads groups from the accounts store when it has them. */
+function groupsOf (accounts: SuperNodeComponents['accounts'], limits: Partial<GroupLimits> | undefined): Pick<ProxyOptions, 'groups' | 'groupLimits'> {
+  const getGroup = accounts?.getGroup
+  if (getGroup === undefined) return {}
+  return { groups: { get: async aor => await getGroup.call(accounts, aor) }, ...(limits !== undefined ? { groupLimits: limits } : {}) }
 }

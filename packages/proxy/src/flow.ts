@@ -10,6 +10,8 @@ import { protocolOf } from './net.js'
  * Contact (private address, `*.invalid` WebSocket host) go back over the same path. The token is
  * HMAC-signed with a per-proxy key so a UA cannot make us send to an arbitrary address.
  */
+const MAC_CACHE_MAX = 4096
+
 export class FlowTokens {
   constructor (private readonly key: Uint8Array) {}
 
@@ -32,8 +34,21 @@ export class FlowTokens {
     return a !== undefined && b !== undefined ? { a, b } : undefined
   }
 
+  /**
+   * HMAC per payload, memoized (bounded): a dialog's token is made once for its INVITE and checked again
+   * for its ACK, BYE, re-INVITE…, and an HMAC costs a few µs. The MAC is a pure function of the payload
+   * under the proxy's key, so a cached value is exactly what recomputing would give.
+   */
+  private readonly macs = new Map<string, string>()
+
   private mac (payload: string): string {
-    return createHmac('sha256', this.key).update(payload).digest('base64url').slice(0, 12)
+    let m = this.macs.get(payload)
+    if (m === undefined) {
+      m = createHmac('sha256', this.key).update(payload).digest('base64url').slice(0, 12)
+      if (this.macs.size >= MAC_CACHE_MAX) this.macs.clear()
+      this.macs.set(payload, m)
+    }
+    return m
   }
 }
 

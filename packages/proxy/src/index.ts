@@ -6,3 +6,5 @@ export type {
   Proxy, ProxyOptions, ProxyStack, ProxyStats, ProxyLimits, ProxyTimers, LocationLike, ServerTxLike,
   ClientContextLike, BranchHandlers, TransportLike, ForkingMode
 } from './types.js'
+export { expandGroup, planGroupTargets, checkGroupLimits, DEFAULT_GROUP_LIMITS } from './groups.js'
+export type { GroupLike, GroupSource, GroupLimits, GroupExpansion, GroupPlan, GroupCallPolicy } from './groups.js'

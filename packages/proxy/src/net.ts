@@ -69,7 +69,8 @@ export class SelfMatcher {
       if (a.port === undefined || port === undefined || a.port === port) return true
     }
     for (const e of this.endpoints()) {
-      if (protocol !== undefined && e.protocol !== protocol) continue
+      // RFC 7118 §5.2: `transport=ws` names WS and WSS alike
+      if (protocol !== undefined && e.protocol !== protocol && !(protocol === 'ws' && e.protocol === 'wss')) continue
       if (!hostEquals(e.address, host)) continue
       const p = port ?? (secure ? 5061 : protocol !== undefined ? defaultPort(protocol) : 5060)
       if (e.port === p) return true
@@ -101,7 +102,9 @@ export function recordRouteFor (local: Endpoint, advertised?: string, extra = ''
   const u = user !== undefined ? `${user}@` : ''
   // RFC 3261 §16.6 step 4: a SIPS Request-URI gets a SIPS Record-Route
   if (sips) return `<sips:${u}${formatHost(host)}:${local.port};lr${extra}>`
-  return `<sip:${u}${formatHost(host)}:${local.port};transport=${local.protocol};lr${extra}>`
+  // RFC 7118 §5.2 registers only the `ws` transport parameter value, for WS and WSS alike
+  const transport = local.protocol === 'wss' ? 'ws' : local.protocol
+  return `<sip:${u}${formatHost(host)}:${local.port};transport=${transport};lr${extra}>`
 }
 
 export function sameEndpoint (a: Endpoint, b: Endpoint): boolean {

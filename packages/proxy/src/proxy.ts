@@ -1,7 +1,7 @@
 import type { Binding, Destination, Logger, Source, Timer } from '@sipring/interface'
 import { silentLogger } from '@sipring/interface'
 import {
-  aorOf as defaultAorOf, createResponse, getTag, parseCSeq, parseNameAddr, parseUri, parseVia, SipResponse, hostEquals, isIPv4, isIPv6
+  aorOf as defaultAorOf, createResponse, slimMessage, getTag, parseCSeq, parseNameAddr, parseUri, parseVia, SipResponse, hostEquals, isIPv4, isIPv6
 } from '@sipring/sip'
 import type { SipRequest, SipUri, Via } from '@sipring/sip'
 import { finalizeBest, selectBest } from './best.js'
@@ -9,6 +9,8 @@ import { cameFrom, destOf, FlowTokens } from './flow.js'
 import {
   BRANCH_MARK, isIpLiteral, loopHash, recordRouteFor, responseDestination, sameEndpoint, SelfMatcher
 } from './net.js'
+import { checkGroupLimits, DEFAULT_GROUP_LIMITS, expandGroup, planGroupTargets } from './groups.js'
+import type { GroupExpansion, GroupLimits } from './groups.js'
 import type {
   ClientContextLike, Proxy, ProxyLimits, ProxyOptions, ProxyStats, ProxyTimers, ServerTxLike
 } from './types.js'
@@ -61,6 +63,8 @@ interface Context {
   groups: Target[][]
   nextGroup: number
   groupTimer?: Timer
+  /** Group call (hunt): ring time per step instead of `timers.groupTimeout`. */
+  stepTimeout?: number
   fwd: SipRequest
   hash: string
 }
@@ -96,6 +100,8 @@ export function createProxy (opts: ProxyOptions): Proxy {
   const limits: ProxyLimits = { ...DEFAULT_LIMITS, ...opts.limits }
   const timers: ProxyTimers = { ...DEFAULT_TIMERS, ...opts.timers }
   const forking = opts.forking ?? 'parallel'
+  const groupLimits: GroupLimits = { ...DEFAULT_GROUP_LIMITS, ...opts.groupLimits }
+  checkGroupLimits(groupLimits)
   if (!Number.isInteger(limits.maxBranches) || limits.maxBranches < 1) throw new RangeError(`limits.maxBranches must be an integer >= 1, got ${String(limits.maxBranches)}`)
   if (!Number.isInteger(limits.maxForwards) || limits.maxForwards < 1 || limits.maxForwards > MAX_MAX_FORWARDS) throw new RangeError(`limits.maxForwards must be an integer in 1..255, got ${String(limits.maxForwards)}`)
   for (const [k, v] of Object.entries(timers)) {
@@ -298,6 +304,56 @@ export function createProxy (opts: ProxyOptions): Proxy {
     return contactOnSource(b.contact, r.address) ? undefined : { protocol: r.protocol, address: r.address, port: r.port }
   }
 
+  /**
+   * Targets for an AOR's bindings (at most `max`): `uri` is the Request-URI kept on a target reached
+   * through the binding's attachment node (overlay), the contact otherwise.
+   */
+  function bindingTargets (bindings: Binding[], peer: boolean, uri: string, max: number): { targets: Target[], flowFailed: number } {
+    const targets: Target[] = []
+    let flowFailed = 0
+    const viaNode = new Set<string>()
+    for (const b of bindings) {
+      if (targets.length >= max) break
+      const foreign = isForeign(b)
+      if (foreign) {
+        if (peer) continue // a peer sent it for our own bindings only
+        const nodeUri = opts.nodeRoute?.(b.node!)
+        if (nodeUri !== undefined) {
+          // the client is attached to another super node: let that node reach it (its flows)
+          if (!viaNode.has(b.node!)) {
+            viaNode.add(b.node!)
+            targets.push({ uri, routes: [`<${nodeUri};lr;${PEER_PARAM}=local>`], q: b.q })
+          }
+          continue
+        }
+      }
+      const d = foreign ? undefined : bindingDest(b) // received/connection ids are node-local
+      if (d === 'flow-failed') { flowFailed++; continue }
+      const t: Target = { uri: b.contact, routes: [...b.path], q: b.q }
+      if (d !== undefined) t.dest = d
+      targets.push(t)
+    }
+    return { targets, flowFailed }
+  }
+
+  /**
+   * Group call, centralized (issue 5 baseline): every member's bindings become targets here, one
+   * step per hunt member (or one step for ring-all); a contact is forked to once; at most
+   * `groupLimits.maxBranches` branches (members beyond are dropped); nobody reachable → 480.
+   */
+  async function groupSteps (g: GroupExpansion, peer: boolean): Promise<Target[][]> {
+    const plan = await planGroupTargets(
+      g.steps,
+      async m => bindingTargets(await location.lookup(m), peer, m, limits.maxBranches).targets, // per member as for a direct call
+      t => t.uri,
+      groupLimits.maxBranches
+    )
+    if (plan.dropped.length > 0) logger.warn({ group: g.aor, dropped: plan.dropped, maxBranches: groupLimits.maxBranches }, 'group call: members dropped (branch limit)')
+    if (plan.steps.length === 0) throw new Reject(480, 'Temporarily Unavailable')
+    logger.debug({ group: g.aor, policy: g.policy, steps: plan.steps.length, unreachable: plan.unreachable.length }, 'group call')
+    return plan.steps
+  }
+
   function contactOnSource (contact: string, address: string): boolean {
     try {
       const host = parseUri(contact).host
@@ -372,6 +428,7 @@ export function createProxy (opts: ProxyOptions): Proxy {
     try {
       // §16.5 target set
       const targets: Target[] = []
+      let steps: Target[][] | undefined // group call: targets per step, set by groupSteps()
       const viaFlow = routed ? undefined : flowTarget(pre.flow, tx.source)
       if (viaFlow === 'failed') throw new Reject(430, 'Flow Failed') // RFC 5626 §5.3: that side's flow is gone
       if (routed) {
@@ -387,32 +444,16 @@ export function createProxy (opts: ProxyOptions): Proxy {
       } else if (ruri.user !== undefined && isLocalHost(ruri)) {
         let aor: string
         try { aor = aorOf(fwd.uri) } catch { throw new Reject(400, 'Malformed Request-URI') }
-        const bindings = await location.lookup(aor)
-        if (bindings.length === 0) throw new Reject(404, 'Not Found')
-        let flowFailed = 0
-        const viaNode = new Set<string>()
-        for (const b of bindings) {
-          if (targets.length >= limits.maxBranches) break
-          const foreign = isForeign(b)
-          if (foreign) {
-            if (pre.peer) continue // a peer sent it for our own bindings only
-            const nodeUri = opts.nodeRoute?.(b.node!)
-            if (nodeUri !== undefined) {
-              // the client is attached to another super node: let that node reach it (its flows)
-              if (!viaNode.has(b.node!)) {
-                viaNode.add(b.node!)
-                targets.push({ uri: fwd.uri, routes: [`<${nodeUri};lr;${PEER_PARAM}=local>`], q: b.q })
-              }
-              continue
-            }
-          }
-          const d = foreign ? undefined : bindingDest(b) // received/connection ids are node-local
-          if (d === 'flow-failed') { flowFailed++; continue }
-          const t: Target = { uri: b.contact, routes: [...b.path], q: b.q }
-          if (d !== undefined) t.dest = d
-          targets.push(t)
+        const group = opts.groups === undefined ? undefined : await expandGroup(aor, opts.groups, groupLimits, aorOf, logger)
+        if (group !== undefined) {
+          steps = await groupSteps(group, pre.peer)
+        } else {
+          const bindings = await location.lookup(aor)
+          if (bindings.length === 0) throw new Reject(404, 'Not Found')
+          const r = bindingTargets(bindings, pre.peer, fwd.uri, limits.maxBranches)
+          targets.push(...r.targets)
+          if (targets.length === 0) throw new Reject(480, r.flowFailed > 0 ? 'Temporarily Unavailable (flow failed)' : 'Temporarily Unavailable')
         }
-        if (targets.length === 0) throw new Reject(480, flowFailed > 0 ? 'Temporarily Unavailable (flow failed)' : 'Temporarily Unavailable')
       } else {
         targets.push({ uri: fwd.uri, routes: [], q: 1 })
       }
@@ -420,7 +461,8 @@ export function createProxy (opts: ProxyOptions): Proxy {
       if (ctx.callerCancelled) throw new Reject(487, 'Request Terminated')
 
       // §16.6 forward to every target in parallel
-      ctx.groups = groupTargets(targets)
+      ctx.groups = steps ?? groupTargets(targets)
+      if (steps !== undefined) ctx.stepTimeout = groupLimits.memberTimeout
       await startNextGroup(ctx)
     } catch (err) {
       if (ctx.branches.length === 0) { closeCtx(ctx) }
@@ -448,9 +490,10 @@ export function createProxy (opts: ProxyOptions): Proxy {
     const first = ctx.branches.length
     for (let i = 0; i < group.length; i++) ctx.branches.push({ index: first + i, done: false, provisional: false, cancelled: false })
     const mine = ctx.branches.slice(first)
-    if (ctx.invite && ctx.nextGroup < ctx.groups.length && timers.groupTimeout > 0) {
+    const groupTimeout = ctx.stepTimeout ?? timers.groupTimeout
+    if (ctx.invite && ctx.nextGroup < ctx.groups.length && groupTimeout > 0) {
       ctx.groupTimer?.cancel()
-      ctx.groupTimer = clock.setTimer(timers.groupTimeout, () => {
+      ctx.groupTimer = clock.setTimer(groupTimeout, () => {
         if (ctx.closed || ctx.finalSent || ctx.callerCancelled || ctx.sixxx) return
         for (const b of mine) cancelBranch(ctx, b, false)
         void startNextGroup(ctx)
@@ -627,6 +670,14 @@ export function createProxy (opts: ProxyOptions): Proxy {
     ctx.closed = true
     ctx.groupTimer?.cancel()
     st.activeContexts--
+    // A closed context may live on for 32 s (an INVITE transaction in RFC 6026 Accepted forwards further
+    // 2xx through it, and a late branch final is synthesized from it): from now on it only needs the
+    // request's Via/From/To/Call-ID/CSeq (upstream(), synth()), not the whole request, the forwarded
+    // copy, the collected finals or the targets.
+    ctx.req = slimMessage(ctx.req)
+    ctx.fwd = ctx.req
+    ctx.finals = []
+    ctx.groups = []
   }
 
   // ------------------------------------------------------------ ACK for 2xx (stateless)

@@ -1,5 +1,6 @@
 import type { Binding, Clock, Destination, Endpoint, Logger, Rng, Source, TransportProtocol } from '@sipring/interface'
 import type { SipMessage, SipRequest, SipResponse } from '@sipring/sip'
+import type { GroupLimits, GroupSource } from './groups.js'
 
 /** Callbacks of one client transaction (a proxy branch). */
 export interface BranchHandlers {
@@ -118,6 +119,13 @@ export interface ProxyOptions {
    * (or when it returns undefined) a foreign binding is reached through its Path / Contact.
    */
   nodeRoute?: (nodeId: string) => string | undefined
+  /**
+   * Group calls, centralized mode (issue 5): a request whose Request-URI AOR is a group is forked by
+   * this node to the union of its members' bindings (`ring-all`: all at once; `hunt`: member by member
+   * in list order, each for `groupLimits.memberTimeout`). Nested groups are expanded (loops cut).
+   */
+  groups?: GroupSource
+  groupLimits?: Partial<GroupLimits>
 }
 
 /** Counters, all monotonic except `activeContexts`. */
