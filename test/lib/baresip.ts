@@ -12,7 +12,9 @@ export interface BaresipOptions {
   domain: string
   /** Outbound proxy URI host:port (IPv6 bracketed), e.g. 127.0.0.1:5060 or [::1]:5060. */
   proxy: string
-  transport?: 'udp' | 'tcp'
+  transport?: 'udp' | 'tcp' | 'tls'
+  /** CA file (PEM) to verify the server's TLS certificate (`sip_cafile`). */
+  cafile?: string
   /** Local address to listen on (127.0.0.1 or ::1) and SIP port (baresip also takes port+1 for TLS). */
   listenHost: string
   sipPort: number
@@ -63,6 +65,7 @@ export async function startBaresip (o: BaresipOptions): Promise<Baresip> {
     'call_local_timeout 30',
     'call_max_calls 4',
     `sip_listen ${listen}`,
+    ...(o.cafile !== undefined ? [`sip_cafile ${o.cafile}`] : []),
     `net_interface ${o.listenHost}`,
     `audio_source aufile,${wav}`,
     'audio_player nothing,nothing',
