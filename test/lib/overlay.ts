@@ -13,6 +13,8 @@ export interface OverlayNodeSpec {
   dataDir: string
   replicas: number
   extraArgs: string[]
+  /** Extra arguments for node itself, e.g. ['--cpu-prof', '--cpu-prof-dir=DIR']. */
+  nodeArgs?: string[]
 }
 
 export interface OverlayNode {
@@ -39,7 +41,7 @@ export interface LookupView {
 }
 
 /** Ports and a data dir for a node that is not started yet. */
-export async function overlayNodeSpec (name: string, opts: { replicas?: number, extraArgs?: string[] } = {}): Promise<OverlayNodeSpec & { cleanup: () => void }> {
+export async function overlayNodeSpec (name: string, opts: { replicas?: number, extraArgs?: string[], nodeArgs?: string[] } = {}): Promise<OverlayNodeSpec & { cleanup: () => void }> {
   const data = tempDir(`overlay-${name}`)
   return {
     name,
@@ -49,6 +51,7 @@ export async function overlayNodeSpec (name: string, opts: { replicas?: number, 
     dataDir: data.dir,
     replicas: opts.replicas ?? 3,
     extraArgs: opts.extraArgs ?? [],
+    nodeArgs: opts.nodeArgs,
     cleanup: data.cleanup
   }
 }
@@ -66,6 +69,7 @@ export async function startOverlayNode (spec: OverlayNodeSpec, join: string[] = 
     listen,
     dataDir: spec.dataDir,
     adminPort: spec.adminPort,
+    nodeArgs: spec.nodeArgs,
     extraArgs: ['--overlay', 'true', '--overlay-listen', `/ip4/127.0.0.1/tcp/${spec.overlayPort}`, '--advertise', '127.0.0.1',
       '--replicas', String(spec.replicas), ...join.flatMap(j => ['--join', j]), ...spec.extraArgs]
   })
