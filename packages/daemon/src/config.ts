@@ -58,6 +58,13 @@ export interface SipringConfig {
   join: string[]
   /** Replicas per AOR on the ring (R, default 3; write/read quorum = R/2 + 1). */
   replicas: number
+  /**
+   * The overlay's core PUBLIC key (base64, as printed by `sipring overlay init-ca`, or a file holding it).
+   * When set, admission is enforced: only peers with a credential signed by it are admitted. Unset: open overlay.
+   */
+  overlayCa?: string
+  /** This node's credential file (`sipring node enroll`); required with `overlayCa`. */
+  overlayCredential?: string
   /** Digest authentication of clients (issue 4); accounts live in `<dataDir>/accounts`. */
   auth: AuthConfig
 }
@@ -340,7 +347,7 @@ function rejectUnknown (o: Record<string, unknown>, known: string[], path: strin
 export const CONFIG_KEYS = [
   'dataDir', 'sip', 'admin', 'domains', 'minExpires', 'maxExpires', 'defaultExpires',
   'maxContactsPerAor', 'logLevel', 'tls', 'nodeId', 'recordRoute', 'advertise',
-  'overlay', 'overlayListen', 'overlayAnnounce', 'join', 'replicas', 'auth'
+  'overlay', 'overlayListen', 'overlayAnnounce', 'join', 'replicas', 'auth', 'overlayCa', 'overlayCredential'
 ] as const
 type Key = typeof CONFIG_KEYS[number]
 
@@ -400,6 +407,7 @@ function validateLayer (layer: Layer, issues: Issues): Partial<SipringConfig> {
       case 'overlayListen': case 'overlayAnnounce': { const l = checkList(raw, key, local, checkMultiaddr); if (l !== undefined) out[key] = l; break }
       case 'join': { const l = checkList(raw, key, local, checkJoin); if (l !== undefined) out.join = l; break }
       case 'replicas': { const n = checkInt(raw, key, 1, 16, local); if (n !== undefined) out.replicas = n; break }
+      case 'overlayCa': case 'overlayCredential': { const s = checkString(raw, key, local); if (s !== undefined) out[key] = s; break }
       case 'auth': { const a = checkAuth(raw, local); if (a !== undefined) out.auth = a as AuthConfig; break }
     }
     const origin = layer.origin[key]
@@ -487,6 +495,8 @@ export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey' | 'a
   SIPRING_OVERLAY_ANNOUNCE: 'overlayAnnounce',
   SIPRING_JOIN: 'join',
   SIPRING_REPLICAS: 'replicas',
+  SIPRING_OVERLAY_CA: 'overlayCa',
+  SIPRING_OVERLAY_CREDENTIAL: 'overlayCredential',
   SIPRING_AUTH: 'authEnabled',
   SIPRING_AUTH_REALM: 'authRealm',
   SIPRING_AUTH_ALGORITHMS: 'authAlgorithms'
@@ -548,6 +558,8 @@ export const START_FLAGS: Record<string, FlagSpec> = {
   '--overlay-announce': { key: 'overlayAnnounce', arg: 'MULTIADDR', repeat: true, describe: 'overlay address announced to peers instead of the listen ones, repeatable' },
   '--join': { key: 'join', arg: 'MULTIADDR', repeat: true, describe: 'a running super node to join, /ip4/H/tcp/P/p2p/<peerId>, repeatable' },
   '--replicas': { key: 'replicas', arg: 'N', describe: 'replicas of each registration on the ring (default 3)' },
+  '--overlay-ca': { key: 'overlayCa', arg: 'BASE64|PATH', describe: 'core public key of the overlay (`sipring overlay init-ca`): only enrolled super nodes are admitted (default: open overlay)' },
+  '--overlay-credential': { key: 'overlayCredential', arg: 'PATH', describe: 'this node\'s credential (`sipring node enroll`), required with --overlay-ca' },
   '--auth': { key: 'authEnabled', arg: 'true|false', describe: 'digest authentication of clients with the accounts of the data dir (default false; see `sipring user`)' },
   '--auth-realm': { key: 'authRealm', arg: 'REALM', describe: 'digest realm (default: the first --domain)' },
   '--auth-algorithms': { key: 'authAlgorithms', arg: 'ALG,ALG', describe: 'digest challenges offered, in order: SHA-256, MD5, SHA-512-256 (default SHA-256,MD5)' },
@@ -627,6 +639,8 @@ export function resolveConfig (layers: Layer[]): SipringConfig {
   }
   if ((cfg.tls.cert === undefined) !== (cfg.tls.key === undefined)) issues.push('tls: cert and key must be given together')
   if (cfg.auth.enabled && cfg.auth.realm === undefined && cfg.domains.length === 0) issues.push('auth.realm: authentication needs a realm (--auth-realm) or a domain (--domain)')
+  if (cfg.overlayCa !== undefined && cfg.overlayCredential === undefined) issues.push('overlayCredential: an enforcing overlay (overlayCa) needs this node\'s credential (--overlay-credential; see `sipring node enroll`)')
+  if (cfg.overlayCredential !== undefined && cfg.overlayCa === undefined) issues.push('overlayCa: a credential (overlayCredential) is only used with the core public key (--overlay-ca)')
   if (issues.length > 0) throw new ConfigError(issues)
   return cfg
 }

@@ -8,3 +8,4 @@ export { AdminServer, AdminError, MAX_AOR_LENGTH, type AdminSource, type AdminSe
 export { startDaemon, DaemonError, formatEndpoint, type Daemon, type DaemonDeps } from './run.js'
 export { main, mainHelp, statusHelp, formatStatus, fetchJson, type Io } from './main.js'
 export { VERSION } from './version.js'
+export { overlayCommand, nodeCommand, overlayHelp, nodeHelp, loadAdmission, MAX_CREDENTIAL_DAYS } from './enroll.js'

@@ -8,6 +8,7 @@ import { DaemonError, formatEndpoint, startDaemon, type Daemon } from './run.js'
 import { createPinoLogger, cryptoRng, systemClock } from './system.js'
 import { VERSION } from './version.js'
 import { groupCommand, groupHelp, userCommand, userHelp } from './accounts-cli.js'
+import { nodeCommand, nodeHelp, overlayCommand, overlayHelp } from './enroll.js'
 
 export interface Io {
   out: (s: string) => void
@@ -43,6 +44,8 @@ export function mainHelp (): string {
     '                                    manage accounts (digest authentication; see `sipring help user`)',
     '  sipring group add|members|del|list …',
     '                                    manage groups (see `sipring help group`)',
+    '  sipring overlay init-ca --out PATH  create the overlay core key (enrolls super nodes)',
+    '  sipring node id|enroll …          print this node\'s PeerId; sign a node\'s credential (see `sipring help node`)',
     '  sipring help [command]            this help, or a command\'s help',
     '  sipring --version                 print the version',
     '',
@@ -97,6 +100,8 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
       else if (sub === 'group') io.out(groupHelp())
       else if (sub === 'ring') io.out(ringHelp())
       else if (sub === 'lookup') io.out(lookupHelp())
+      else if (sub === 'overlay') io.out(overlayHelp())
+      else if (sub === 'node') io.out(nodeHelp())
       else if (sub !== undefined && cmd === 'help') { io.err(`sipring: unknown command ${JSON.stringify(sub)}\n\n${mainHelp()}`); return 2 }
       else io.out(mainHelp())
       return 0
@@ -110,6 +115,8 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
     case 'status': return await statusCommand(rest, env, io)
     case 'ring': return await adminCommand('ring', rest, env, io)
     case 'lookup': return await adminCommand('lookup', rest, env, io)
+    case 'overlay': return await overlayCommand(rest, io)
+    case 'node': return await nodeCommand(rest, env, io, systemClock)
     default:
       io.err(`sipring: unknown command ${JSON.stringify(cmd)}\n\n${mainHelp()}`)
       return 2

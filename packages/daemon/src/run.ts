@@ -5,13 +5,15 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
+import { createSecureContext } from 'node:tls'
 import { join, resolve } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import type { Binding, Clock, Endpoint, Logger, Rng, SipTransport } from '@sipring/interface'
 import { aorOf, createTransport } from '@sipring/sip'
 import { createSuperNode, type SuperNode } from '@sipring/node'
 import { createHasher, RING_SIZE, arcLength, type StoreDb } from '@sipring/overlay'
-import { libp2pOverlay, type Libp2pOverlay } from '@sipring/overlay-libp2p'
+import { CredentialError, libp2pOverlay, type Libp2pOverlay } from '@sipring/overlay-libp2p'
+import { loadAdmission } from './enroll.js'
 import { AdminError, AdminServer } from './admin.js'
 import { LevelAccountStore } from '@sipring/auth'
 import { createAccountsAdmin } from './accounts-admin.js'
@@ -57,6 +59,12 @@ export function peerIdOf (multiaddr: string): string | undefined {
  * retries with the IPv4 one only (as the SIP listeners do).
  */
 async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dataDir: string): Promise<Libp2pOverlay> {
+  let admission
+  try {
+    admission = await loadAdmission(config)
+  } catch (err) {
+    throw new DaemonError(`cannot load the overlay admission settings: ${(err as Error).message}`, 2, { cause: err })
+  }
   const defaults = config.overlayListen.length === 0
   const listen = defaults ? [...DEFAULT_OVERLAY_LISTEN] : config.overlayListen
   const make = async (addrs: string[]): Promise<Libp2pOverlay> => await libp2pOverlay({
@@ -65,13 +73,14 @@ async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dat
     listen: addrs,
     join: config.join,
     ...(config.overlayAnnounce.length > 0 ? { announce: config.overlayAnnounce } : {}),
-    keyPath: join(dataDir, 'peer.key')
+    keyPath: join(dataDir, 'peer.key'),
+    ...(admission !== undefined ? { admission } : {})
   })
   let net: Libp2pOverlay
   try {
     net = await make(listen)
   } catch (err) {
-    throw new DaemonError(`cannot create the overlay node: ${(err as Error).message}`, err instanceof TypeError ? 2 : 1, { cause: err })
+    throw new DaemonError(`cannot create the overlay node: ${(err as Error).message}`, err instanceof TypeError || err instanceof CredentialError ? 2 : 1, { cause: err })
   }
   try {
     await net.start()
@@ -88,6 +97,12 @@ async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dat
     if (/EADDRINUSE/.test(msg)) throw new DaemonError(`cannot listen on overlay ${listen.join(', ')}: address already in use (choose another with --overlay-listen)`, 1, { cause: err })
     throw new DaemonError(`cannot start the overlay on ${listen.join(', ')}: ${msg}`, 1, { cause: err })
   }
+}
+
+/** Admission state for /status: `enforced` (closed overlay), peers admitted now, failures and refusals since start. */
+export function admissionView (net: Libp2pOverlay | undefined): { enforced: boolean, admitted: number, failures: number, refused: number } {
+  const st = net?.stats()
+  return { enforced: net?.admission !== undefined, admitted: net?.admission?.admittedPeers().length ?? 0, failures: st?.admissionFailures ?? 0, refused: st?.unadmitted ?? 0 }
 }
 
 /** This node's multiaddrs, the ones other hosts can dial first (loopback last). */
@@ -245,6 +260,11 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     } catch (err) {
       throw new DaemonError(`cannot read TLS certificate/key: ${(err as Error).message}`, 1, { cause: err })
     }
+    try {
+      createSecureContext({ cert: tls.cert, key: tls.key }) // bad PEM or a key not matching the certificate
+    } catch (err) {
+      throw new DaemonError(`invalid TLS certificate/key (tls.cert ${config.tls.cert}, tls.key ${config.tls.key}): ${(err as Error).message}; expected PEM files, the key matching the certificate`, 1, { cause: err })
+    }
   }
   const nodeId = nodeIdFor(config, dataDir, deps.rng)
 
@@ -361,7 +381,7 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
             sip: s.stack,
             proxy: s.proxy,
             ...(s.auth !== undefined ? { auth: s.auth } : {}),
-            ...(s.overlay !== undefined ? { overlay: { ...s.overlay, multiaddrs: joinAddresses(net), peers: net?.peers().length ?? 0 } } : {})
+            ...(s.overlay !== undefined ? { overlay: { ...s.overlay, multiaddrs: joinAddresses(net), peers: net?.peers().length ?? 0, admission: admissionView(net) } } : {})
           }
         },
         ...(node.overlay !== undefined

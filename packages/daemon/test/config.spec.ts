@@ -119,7 +119,7 @@ t.test('several issues are all reported', async t => {
 
 t.test('unknown keys, variables and flags are rejected', async t => {
   const f = file('unknown.yaml', 'dataDir: /x\nlistenPort: 5060\n')
-  t.same(issuesOf(() => fileLayer(f)), [`listenPort: unknown key (known: dataDir, sip, admin, domains, minExpires, maxExpires, defaultExpires, maxContactsPerAor, logLevel, tls, nodeId, recordRoute, advertise, overlay, overlayListen, overlayAnnounce, join, replicas, auth) (in ${f})`])
+  t.same(issuesOf(() => fileLayer(f)), [`listenPort: unknown key (known: dataDir, sip, admin, domains, minExpires, maxExpires, defaultExpires, maxContactsPerAor, logLevel, tls, nodeId, recordRoute, advertise, overlay, overlayListen, overlayAnnounce, join, replicas, auth, overlayCa, overlayCredential) (in ${f})`])
   const nested = file('nested.yaml', 'sip:\n  - { protocol: udp, host: 0.0.0.0, port: 5060, ttl: 3 }\n')
   t.match(issuesOf(() => loadConfig(['--config', nested], {})), [/^sip\[0\]\.ttl: unknown key/])
   t.match(issuesOf(() => envLayer({ SIPRING_PORT: '5060' })), [/^SIPRING_PORT: unknown environment variable/])

@@ -6,3 +6,8 @@ export {
 } from './network.js'
 export { encodeFrame, decodePayload, rawFrame, jsonDepthExceeds, DEFAULT_MAX_DEPTH, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER, type Frame, type BadMessage } from './codec.js'
 export { loadOrCreatePrivateKey, IdentityError } from './identity.js'
+export { Admission, ADMIT_PROTOCOL, type AdmissionGate, type AdmissionInit, type AdmissionStats, type AdmissionHost } from './admission.js'
+export {
+  issueCredential, verifyCredential, parseCredential, parseCorePublicKey, encodePublicKey, credentialPayload, createCoreKey, loadCoreKey,
+  peerIdOfKeyFile, CredentialError, CREDENTIAL_TYPE, CREDENTIAL_DOMAIN, MAX_CREDENTIAL_SIZE, type OverlayCredential, type CredentialErrorCode
+} from './credential.js'

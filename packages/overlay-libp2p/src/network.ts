@@ -7,6 +7,7 @@ import {
   DEFAULT_MESSAGE_LIMITS, OverlayAbortError, OverlayError, OverlayProtocolError, OverlayTimeoutError, OverlayUnreachableError,
   type MessageLimits, type OverlayMessage, type OverlayNetwork, type PeerId, type RequestHandler, type SendOptions
 } from '@sipring/overlay'
+import type { AdmissionGate } from './admission.js'
 import { DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameError, decodePayload, encodeFrame, type Frame } from './codec.js'
 
 /** The libp2p protocol of the overlay's request/response stream. */
@@ -71,6 +72,12 @@ export interface OverlayNetworkStats {
   busy: number
   /** Dials that failed on known addresses and were retried after a fresh kad-dht lookup. */
   relookups: number
+  /** Peers admitted (credential verified) since start; 0 in an open overlay. */
+  admitted: number
+  /** Admission exchanges that failed (bad, expired, foreign or missing credential): the connection was closed. */
+  admissionFailures: number
+  /** Overlay streams or requests refused because their peer was not (or no longer) admitted. */
+  unadmitted: number
 }
 
 interface Pending { resolve: (m: OverlayMessage) => void, reject: (e: Error) => void }
@@ -191,8 +198,11 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
   readonly logger: Logger
   readonly stats: OverlayNetworkStats = {
     requestsSent: 0, requestsReceived: 0, responsesReceived: 0, timeouts: 0, streamsOpened: 0, streamsAccepted: 0,
-    badFrames: 0, badMessages: 0, unmatched: 0, busy: 0, relookups: 0
+    badFrames: 0, badMessages: 0, unmatched: 0, busy: 0, relookups: 0, admitted: 0, admissionFailures: 0, unadmitted: 0
   }
+
+  /** When set (a closed overlay), only admitted peers' streams are accepted and their requests served. */
+  admission: AdmissionGate | undefined
 
   private readonly libp2p: OverlayHost
   private readonly clock: Clock
@@ -217,8 +227,23 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
     if (this.running) return
     await this.libp2p.handle(OVERLAY_PROTOCOL, (stream, connection) => {
       if (!this.running) { stream.abort(new Error('overlay stopped')); return }
-      this.stats.streamsAccepted++
-      this.adopt(stream, connection.remotePeer.toString(), false)
+      const peer = connection.remotePeer.toString()
+      const gate = this.admission
+      if (gate === undefined || gate.isAdmitted(peer)) {
+        this.stats.streamsAccepted++
+        this.adopt(stream, peer, false)
+        return
+      }
+      // nothing is read from the stream (libp2p buffers it) until the peer is admitted
+      gate.waitAdmitted(peer).then(() => {
+        if (!this.running) { stream.abort(new Error('overlay stopped')); return }
+        this.stats.streamsAccepted++
+        this.adopt(stream, peer, false)
+      }, (err: Error) => {
+        this.stats.unadmitted++
+        this.logger.debug({ peer, err: err.message }, 'overlay stream from a peer not admitted: refused')
+        stream.abort(new OverlayUnreachableError(`not admitted: ${err.message}`))
+      })
     }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
     this.running = true
   }
@@ -297,6 +322,12 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
   /** @internal Handles one incoming request on `ch`. */
   serve (ch: Channel, id: number, msg: OverlayMessage): void {
     this.stats.requestsReceived++
+    if (this.admission !== undefined && !this.admission.isAdmitted(ch.peer)) {
+      // admitted when the stream was accepted, but the credential has expired since
+      this.stats.unadmitted++
+      ch.reply(id, { type: 'error', code: 'ERR_NOT_ADMITTED', message: 'peer not admitted to the overlay' })
+      return
+    }
     if (ch.inflight >= this.limits.maxInflight) {
       this.stats.busy++
       ch.reply(id, { type: 'error', code: 'ERR_BUSY', message: `${ch.inflight} requests in progress` })
@@ -379,6 +410,15 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
         this.stats.relookups++
         await this.lookup(pid, ac.signal, 1, false)
         stream = await this.libp2p.dialProtocol(pid, OVERLAY_PROTOCOL, { signal: ac.signal })
+      }
+      if (this.admission !== undefined && !this.admission.isAdmitted(peer)) {
+        try {
+          await this.admission.waitAdmitted(peer, ac.signal)
+        } catch (err) {
+          this.stats.unadmitted++
+          stream.abort(err as Error)
+          throw new OverlayUnreachableError(`peer ${peer} not admitted: ${(err as Error).message}`)
+        }
       }
       if (!this.running) { stream.abort(new Error('overlay stopped')); throw new OverlayUnreachableError('overlay network stopped') }
       this.stats.streamsOpened++
