@@ -43,10 +43,18 @@ export type OverlayMessage =
   /** Push-pull anti-entropy of the member lists (both sides merge the other's full state). */
   | { type: 'swim.sync', members: MemberUpdate[] }
   | { type: 'swim.sync-ok', members: MemberUpdate[] }
-  | { type: 'store.put', items: WireItem[] }
-  | { type: 'store.ok', stored: number }
-  | { type: 'store.get', key: string }
-  | { type: 'store.item', item: WireItem | null }
+  /**
+   * Store items. Without `hops`: replica-to-replica traffic (handoff, repair, anti-entropy), stored as
+   * is. With `hops` (a client write, exactly one item): routed — a receiver that does not own the key
+   * in its view forwards it to the owners it sees with `hops - 1`, and at 0 keeps it and answers `by: []`.
+   */
+  | { type: 'store.put', items: WireItem[], hops?: number }
+  /** `by` absent: stored by the answering peer (as an owner). `by` present: the owners that stored it (may be empty). */
+  | { type: 'store.ok', stored: number, by?: PeerId[] }
+  /** A read. With `hops`: routed like a client `store.put`. */
+  | { type: 'store.get', key: string, hops?: number }
+  /** `by` absent: the answering peer's own replica (as an owner). `by` present: merged answer of these owners (may be empty: not authoritative). */
+  | { type: 'store.item', item: WireItem | null, by?: PeerId[] }
   /** Anti-entropy: digests of the buckets of the items both `from` and the receiver replicate. */
   | { type: 'store.digest', buckets: string[] }
   /** Answer to a digest: the differing bucket indices and the receiver's items in them. */
@@ -109,7 +117,14 @@ export interface MessageLimits {
   maxKeyLength: number
   maxIdLength: number
   maxBuckets: number
+  /** Largest `hops` of a routed store request. Default {@link MAX_HOPS}. */
+  maxHops?: number
+  /** Longest `by` list of a store answer. Default 64. */
+  maxBy?: number
 }
+
+/** Upper bound on `hops` accepted on the wire (senders use far less: the store's default is 2). */
+export const MAX_HOPS = 8
 
 export const DEFAULT_MESSAGE_LIMITS: MessageLimits = {
   maxUpdates: 4096, maxItems: 1000, maxKeyLength: 1024, maxIdLength: 256, maxBuckets: 4096
@@ -163,6 +178,14 @@ export function validateMessage (x: unknown, limits: MessageLimits = DEFAULT_MES
   const l = limits
   const ups = (v: unknown): MemberUpdate[] => arr(v, l.maxUpdates, 'updates').map(u => update(u, l))
   const its = (v: unknown): WireItem[] => arr(v, l.maxItems, 'items').map(i => item(i, l))
+  const hops = (m: Record<string, unknown>): { hops?: number } => {
+    const h = m.hops
+    if (h === undefined) return {}
+    if (typeof h !== 'number' || !Number.isInteger(h) || h < 0 || h > (l.maxHops ?? MAX_HOPS)) throw new OverlayProtocolError('bad hops')
+    return { hops: h }
+  }
+  const by = (m: Record<string, unknown>): { by?: PeerId[] } =>
+    m.by === undefined ? {} : { by: arr(m.by, l.maxBy ?? 64, 'by').map(p => str(p, l.maxIdLength, 'by id')) }
   switch (x.type) {
     case 'swim.ping': case 'swim.ack': case 'swim.nack':
       return { type: x.type, updates: ups(x.updates) }
@@ -175,13 +198,13 @@ export function validateMessage (x: unknown, limits: MessageLimits = DEFAULT_MES
     case 'swim.leave':
       return { type: x.type, update: update(x.update, l) }
     case 'store.put':
-      return { type: x.type, items: its(x.items) }
+      return { type: x.type, items: its(x.items), ...hops(x) }
     case 'store.ok':
-      return { type: x.type, stored: nat(x.stored, 'stored') }
+      return { type: x.type, stored: nat(x.stored, 'stored'), ...by(x) }
     case 'store.get':
-      return { type: x.type, key: str(x.key, l.maxKeyLength, 'key') }
+      return { type: x.type, key: str(x.key, l.maxKeyLength, 'key'), ...hops(x) }
     case 'store.item':
-      return { type: x.type, item: x.item === null ? null : item(x.item, l) }
+      return { type: x.type, item: x.item === null ? null : item(x.item, l), ...by(x) }
     case 'store.digest':
       return { type: x.type, buckets: arr(x.buckets, l.maxBuckets, 'buckets').map(b => str(b, 32, 'bucket digest')) }
     case 'store.diff':

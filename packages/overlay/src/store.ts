@@ -2,7 +2,7 @@ import type { AbortOptions, Clock, Logger, Rng, Startable, Timer } from '@siprin
 import type { AbstractLevel } from 'abstract-level'
 import { TypedEmitter } from './events.js'
 import {
-  OverlayAbortError, OverlayError, QuorumError,
+  MAX_HOPS, OverlayAbortError, OverlayError, QuorumError,
   type OverlayMessage, type OverlayNetwork, type PeerId, type Version, type WireItem
 } from './network.js'
 import type { Hasher, Ring } from './ring.js'
@@ -80,6 +80,12 @@ export interface StoreInit {
   maxClockSkew?: number
   /** Key prefix in the db (so the db can be shared). Default `ovs!`. */
   dbPrefix?: string
+  /**
+   * Hop limit of client reads and writes (`store.get`/`store.put` with `hops`): a receiver that does
+   * not own the key in its view forwards to the owners it sees, counting `hops` down; at 0 it answers
+   * locally, marked as not authoritative. 0 disables forwarding. Integer in [0, 8]. Default 2.
+   */
+  maxHops?: number
 }
 
 export interface PutOptions extends AbortOptions {
@@ -106,6 +112,10 @@ export interface StoreStats {
   antiEntropyRounds: number
   antiEntropyItems: number
   rejected: number
+  /** Routed requests this node passed on to the owners in its view (it was not an owner). */
+  forwarded: number
+  /** Routed requests that reached this non-owner with no hops left (answered locally, not counted). */
+  hopLimited: number
 }
 
 /**
@@ -135,6 +145,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private readonly maxLocalItems: number
   private readonly maxSkew: number
   private readonly prefix: string
+  readonly maxHops: number
 
   private ring: Ring | undefined
   /** Anti-entropy partners under `ring` (members sharing a replicated range), cached per ring. */
@@ -146,7 +157,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private unhandle: (() => void) | undefined
   private persistChain: Promise<void> = Promise.resolve()
   private handoffChain: Promise<void> = Promise.resolve()
-  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0 }
+  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0 }
 
   constructor (components: StoreComponents, init: StoreInit = {}) {
     super()
@@ -171,11 +182,13 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.maxLocalItems = init.maxLocalItems ?? 1_000_000
     this.maxSkew = init.maxClockSkew ?? 60_000
     this.prefix = init.dbPrefix ?? 'ovs!'
+    this.maxHops = init.maxHops ?? 2
     const intIn = (x: number, lo: number, hi: number): boolean => Number.isInteger(x) && x >= lo && x <= hi
     if (!intIn(this.replicas, 1, 16)) throw new RangeError('replicas must be an integer in [1, 16]')
     if (!intIn(this.writeQuorum, 1, this.replicas) || !intIn(this.readQuorum, 1, this.replicas)) throw new RangeError('quorums must be in [1, replicas]')
     if (!intIn(this.bucketBits, 0, 12)) throw new RangeError('digestBuckets must be a power of two <= 4096')
     if (this.tombstoneTtl < this.maxTtl) throw new RangeError('tombstoneTtl must be >= maxTtl (or deleted items could come back)')
+    if (!intIn(this.maxHops, 0, MAX_HOPS)) throw new RangeError(`maxHops must be an integer in [0, ${MAX_HOPS}]`)
     if (!(this.maxBatch >= 1)) throw new RangeError('maxItemsPerMessage must be >= 1')
     this.onListenerError = err => { this.log.error({ err }, 'store listener threw') }
   }
@@ -321,22 +334,27 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     if (opts.signal?.aborted === true) throw new OverlayAbortError()
     const owners = this.requireRing().owners(item.key, this.replicas)
     const need = Math.min(this.writeQuorum, owners.length)
-    let acks = 0; let fails = 0
+    // distinct peers that stored it as owners in their own view (a forwarded answer names several, a non-owner's none)
+    const acked = new Set<PeerId>()
+    let pending = 0
     await new Promise<void>((resolve, reject) => {
+      let done = false
       const check = (): void => {
-        if (acks >= need) resolve()
-        else if (owners.length - fails < need) reject(new QuorumError(acks, need, `write ${item.key}`))
+        if (done) return
+        if (acked.size >= need) { done = true; resolve() } else if (pending === 0) { done = true; reject(new QuorumError(acked.size, need, `write ${item.key}`)) }
       }
       for (const o of owners) {
         if (o === this.self) {
           this.applyLocal(item)
-          acks++
+          acked.add(o)
           continue
         }
-        this.net.send(o, { type: 'store.put', items: [item] }, { signal: opts.signal, timeout: this.timeout }).then(res => {
-          if (res.type === 'store.ok') acks++; else fails++
+        pending++
+        this.net.send(o, { type: 'store.put', items: [item], hops: this.maxHops }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+          pending--
+          if (res.type === 'store.ok') for (const p of this.answeredBy(res.by, o)) acked.add(p)
           check()
-        }, () => { fails++; check() })
+        }, () => { pending--; check() })
       }
       check()
     })
@@ -347,27 +365,39 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     if (opts.signal?.aborted === true) throw new OverlayAbortError()
     const owners = this.requireRing().owners(key, this.replicas)
     const need = Math.min(this.readQuorum, owners.length)
+    /** Direct answers of owners (their own replicas): the read-repair targets. */
     const answers = new Map<PeerId, WireItem<V> | null>()
-    let fails = 0
+    /** Distinct owners (in their own views) whose replica went into `best`: the quorum. */
+    const counted = new Set<PeerId>()
+    let pending = 0
     let best: WireItem<V> | undefined
     const all: Array<Promise<void>> = []
     const result = await new Promise<WireItem<V> | undefined>((resolve, reject) => {
+      let done = false
       const check = (): void => {
-        if (answers.size >= need) resolve(best)
-        else if (owners.length - fails < need) reject(new QuorumError(answers.size, need, `read ${key}`))
+        if (done) return
+        if (counted.size >= need) { done = true; resolve(best) } else if (pending === 0) { done = true; reject(new QuorumError(counted.size, need, `read ${key}`)) }
       }
-      const got = (o: PeerId, it: WireItem<V> | null): void => {
-        answers.set(o, it)
+      const got = (it: WireItem<V> | null): void => {
         if (it !== null) { this.observe(it.version); best = mergeItem(best, it) }
-        check()
       }
       for (const o of owners) {
-        if (o === this.self) { got(o, this.local(key) ?? null); continue }
-        all.push(this.net.send(o, { type: 'store.get', key }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+        if (o === this.self) {
+          const it = this.local(key) ?? null
+          got(it); answers.set(o, it); counted.add(o)
+          continue
+        }
+        pending++
+        all.push(this.net.send(o, { type: 'store.get', key, hops: this.maxHops }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+          pending--
           if (res.type === 'store.item' && (res.item === null || res.item.key === key)) {
-            got(o, res.item === null || res.item.expires <= this.clock.now() ? null : res.item as WireItem<V>)
-          } else { fails++; check() }
-        }, () => { fails++; check() }))
+            const it = res.item === null || res.item.expires <= this.clock.now() ? null : res.item as WireItem<V>
+            got(it)
+            if (res.by === undefined) answers.set(o, it)
+            for (const p of this.answeredBy(res.by, o)) counted.add(p)
+          }
+          check()
+        }, () => { pending--; check() }))
       }
       check()
     })
@@ -382,6 +412,11 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       }
     })
     return result
+  }
+
+  /** Who an answer speaks for: the sender itself (no `by`), else the named owners (at most R). */
+  private answeredBy (by: PeerId[] | undefined, from: PeerId): PeerId[] {
+    return by === undefined ? [from] : by.slice(0, this.replicas)
   }
 
   // ------------------------------------------------------------ local state
@@ -464,14 +499,101 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     switch (msg.type) {
       case 'store.put':
         if (msg.items.length > this.maxBatch) return { type: 'error', code: 'ERR_TOO_MANY', message: `more than ${this.maxBatch} items` }
-        return { type: 'store.ok', stored: this.acceptItems(msg.items) }
+        if (msg.hops === undefined) return { type: 'store.ok', stored: this.acceptItems(msg.items) }
+        return await this.routedPut(msg.items, msg.hops)
       case 'store.get':
-        return { type: 'store.item', item: typeof msg.key === 'string' ? this.local(msg.key) ?? null : null }
+        if (msg.hops === undefined) return { type: 'store.item', item: typeof msg.key === 'string' ? this.local(msg.key) ?? null : null }
+        return await this.routedGet(msg.key, msg.hops)
       case 'store.digest':
         return this.answerDigest(msg.buckets, from)
       default:
         return undefined
     }
+  }
+
+  // ------------------------------------------------------------ one-hop routing of client requests
+
+  /** The owners of `key` in this node's view when this node is not one of them; undefined when it owns it (or has no ring). */
+  private foreignOwners (key: string): PeerId[] | undefined {
+    const ring = this.ring
+    if (ring === undefined || ring.size === 0) return undefined
+    const owners = ring.owners(key, this.replicas)
+    return owners.includes(this.self) ? undefined : owners
+  }
+
+  private validKey (key: unknown): key is string {
+    return typeof key === 'string' && key.length > 0 && key.length <= this.maxKeyLength
+  }
+
+  /**
+   * Send `msg` to every target; resolves once `onAnswer` says enough or every send settled. Each
+   * level of forwarding gets half the time budget of the level above, so an answer always arrives
+   * before the upstream request times out.
+   */
+  private async fanout (targets: PeerId[], msg: OverlayMessage, hops: number, onAnswer: (res: OverlayMessage, from: PeerId) => boolean): Promise<void> {
+    const timeout = Math.max(1, Math.floor(this.timeout / 2 ** (this.maxHops - hops + 1)))
+    await new Promise<void>(resolve => {
+      let pending = targets.length
+      let done = false
+      const fin = (enough: boolean): void => {
+        pending--
+        if (!done && (enough || pending === 0)) { done = true; resolve() }
+      }
+      if (pending === 0) { resolve(); return }
+      for (const t of targets) {
+        this.net.send(t, msg, { timeout }).then(res => { fin(!done && onAnswer(res, t)) }, () => { fin(false) })
+      }
+    })
+  }
+
+  /** A client write (`store.put` with `hops`): store it as an owner, else forward to the owners in this view. */
+  private async routedPut (items: WireItem[], hops: number): Promise<OverlayMessage> {
+    const it = items[0]
+    if (items.length !== 1 || it === undefined) return { type: 'error', code: 'ERR_PROTOCOL', message: 'a routed store.put carries exactly one item' }
+    if (!this.validKey(it.key)) return { type: 'error', code: 'ERR_BAD_KEY', message: `key must be a string of 1..${this.maxKeyLength} characters` }
+    const owners = this.foreignOwners(it.key)
+    if (owners === undefined) return { type: 'store.ok', stored: this.acceptItems(items) }
+    const h = Math.min(hops, this.maxHops)
+    if (h <= 0) {
+      // hop limit: keep it (the next rebalance hands it to its owners) but do not count as an owner
+      this.stats.hopLimited++
+      return { type: 'store.ok', stored: this.acceptItems(items), by: [] }
+    }
+    this.stats.forwarded++
+    const need = Math.min(this.writeQuorum, owners.length)
+    const acked = new Set<PeerId>()
+    await this.fanout(owners, { type: 'store.put', items: [it], hops: h - 1 }, h, (res, from) => {
+      if (res.type === 'store.ok') for (const p of this.answeredBy(res.by, from)) acked.add(p)
+      return acked.size >= need
+    })
+    // not enough owners reached: keep a copy so the write is not lost (rebalance passes it on)
+    if (acked.size < need) this.acceptItems(items)
+    return { type: 'store.ok', stored: acked.size, by: [...acked] }
+  }
+
+  /** A client read (`store.get` with `hops`): answer as an owner, else ask the owners in this view and merge. */
+  private async routedGet (key: string, hops: number): Promise<OverlayMessage> {
+    if (!this.validKey(key)) return { type: 'error', code: 'ERR_BAD_KEY', message: `key must be a string of 1..${this.maxKeyLength} characters` }
+    const mine = this.local(key)
+    const owners = this.foreignOwners(key)
+    if (owners === undefined) return { type: 'store.item', item: mine ?? null }
+    const h = Math.min(hops, this.maxHops)
+    if (h <= 0) {
+      this.stats.hopLimited++
+      return { type: 'store.item', item: mine ?? null, by: [] }
+    }
+    this.stats.forwarded++
+    const need = Math.min(this.readQuorum, owners.length)
+    const counted = new Set<PeerId>()
+    let best: WireItem | undefined = mine
+    await this.fanout(owners, { type: 'store.get', key, hops: h - 1 }, h, (res, from) => {
+      if (res.type === 'store.item' && (res.item === null || res.item.key === key)) {
+        if (res.item !== null && res.item.expires > this.clock.now()) best = mergeItem(best, res.item)
+        for (const p of this.answeredBy(res.by, from)) counted.add(p)
+      }
+      return counted.size >= need
+    })
+    return { type: 'store.item', item: best ?? null, by: [...counted] }
   }
 
   // ------------------------------------------------------------ handoff / re-replication
