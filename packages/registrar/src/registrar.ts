@@ -91,14 +91,19 @@ function parseQ (v: string): number | undefined {
 export function contactUriKey (u: SipUri): string {
   let s = `${u.scheme}:${u.user ?? ''}${u.password !== undefined ? ':' + u.password : ''}@${u.host.toLowerCase()}`
   if (u.port !== undefined) s += `:${u.port}`
-  const params = [...u.params].map(([k, v]) => v === null ? k : `${k}=${v.toLowerCase()}`).sort()
-  if (params.length > 0) s += ';' + params.join(';')
-  const headers = [...u.headers].map(([k, v]) => `${k.toLowerCase()}=${v}`).sort()
-  if (headers.length > 0) s += '?' + headers.join('&')
+  if (u.params.size === 1) { // the usual case (`;transport=…` or `;ob`): no array, no sort
+    for (const [k, v] of u.params) s += v === null ? `;${k}` : `;${k}=${v.toLowerCase()}`
+  } else if (u.params.size > 1) {
+    s += ';' + [...u.params].map(([k, v]) => v === null ? k : `${k}=${v.toLowerCase()}`).sort().join(';')
+  }
+  if (u.headers.size > 0) s += '?' + [...u.headers].map(([k, v]) => `${k.toLowerCase()}=${v}`).sort().join('&')
   return s
 }
 
-function tagsOf (req: SipRequest, header: string): Set<string> {
+const NO_TAGS: ReadonlySet<string> = new Set()
+
+function tagsOf (req: SipRequest, header: string): ReadonlySet<string> {
+  if (!req.has(header)) return NO_TAGS
   return new Set(req.getAll(header).map(t => t.trim().toLowerCase()).filter(t => t !== ''))
 }
 
@@ -117,6 +122,8 @@ export function createRegistrar (opts: RegistrarOptions): Registrar {
   if (defaultExpires < minExpires || defaultExpires > maxExpires) throw new RangeError('defaultExpires must lie in [minExpires, maxExpires]')
   const aorOf = opts.aorOf ?? ((u: SipUri) => sipAorOf(u))
   const nodeTag = fnv1a(opts.nodeId ?? 'sipring')
+  let dateSecond = Number.NaN
+  let dateValue = ''
 
   function toTag (req: SipRequest): string {
     const from = req.get('from') ?? ''
@@ -306,8 +313,15 @@ export function createRegistrar (opts: RegistrarOptions): Registrar {
       if (opts.flowTimer !== undefined) res.append('flow-timer', String(opts.flowTimer))
     }
     res.append('supported', 'path, outbound')
-    res.append('date', new Date(now).toUTCString())
+    res.append('date', httpDate(now))
     return res
+  }
+
+  /** RFC 7231 IMF-fixdate of `now`, formatted once per second (every 200 carries a Date header). */
+  function httpDate (now: number): string {
+    const second = Math.floor(now / 1000)
+    if (second !== dateSecond) { dateSecond = second; dateValue = new Date(second * 1000).toUTCString() }
+    return dateValue
   }
 
   return { handle }

@@ -128,11 +128,29 @@ export interface NameAddr {
   params: Map<string, string | null>
 }
 
+/** One-shot hand-off of name-addr parse results from the message parser (see `offerParsedUri`). */
+const nameAddrHandoff = new Map<string, NameAddr>()
+
+/** @internal */
+export function offerParsedNameAddr (v: string, na: NameAddr): void {
+  if (nameAddrHandoff.size >= 16) nameAddrHandoff.clear()
+  nameAddrHandoff.set(v, na)
+}
+
+/** @internal */
+export function clearNameAddrHandoff (): void {
+  if (nameAddrHandoff.size > 0) nameAddrHandoff.clear()
+}
+
 /**
  * Parse a name-addr (`"Name" <sip:a@b;uriparam>;tag=x`, `Name <sip:..>`) or a bare addr-spec
  * (`sip:a@b;tag=x`: parameters after a bare URI are header parameters, RFC 3261 §20.10), or `*`.
  */
 export function parseNameAddr (v: string): NameAddr {
+  if (nameAddrHandoff.size > 0) {
+    const offered = nameAddrHandoff.get(v)
+    if (offered !== undefined) { nameAddrHandoff.delete(v); return offered }
+  }
   const s = trimLws(v)
   const params = new Map<string, string | null>()
   if (s.length === 0) throw new SipParseError(400, 'Empty address')

@@ -7,8 +7,8 @@
  * Only `SipParseError` is ever thrown.
  */
 import { SipMessage, SipRequest, SipResponse, canonicalName, splitList } from './message.js'
-import { SipParseError, parseUri, isUriScheme, isToken } from './uri.js'
-import { parseCSeq, parseNameAddr, parseVia, trimLws } from './headers.js'
+import { SipParseError, parseUri, isUriScheme, isToken, offerParsedUri, clearUriHandoff } from './uri.js'
+import { parseCSeq, parseNameAddr, parseVia, trimLws, offerParsedNameAddr, clearNameAddrHandoff } from './headers.js'
 
 export interface ParserLimits {
   /** Whole message (head + body) in bytes. Over → 413. */
@@ -83,6 +83,8 @@ function parse (buf: Buffer, limits?: Partial<ParserLimits>): SipRequest | SipRe
   const maxLineLength = limits?.maxLineLength ?? DEFAULT_LIMITS.maxLineLength
 
   if (!Buffer.isBuffer(buf)) fail(400, 'Not a buffer')
+  clearUriHandoff()
+  clearNameAddrHandoff()
   if (buf.length > maxMessageSize) fail(413, 'Message Too Large')
   let start = 0
   while (start < buf.length && (buf[start] === 13 || buf[start] === 10)) start++
@@ -258,6 +260,7 @@ function validateRequestUri (uri: string): void {
       fail(400, e instanceof SipParseError ? `Invalid Request-URI: ${e.reason}` : 'Invalid Request-URI')
     }
     if (u.headers.size > 0) fail(400, 'Headers not allowed in Request-URI')
+    offerParsedUri(uri, u)
   } else {
     for (let i = colon + 1; i < uri.length; i++) {
       const c = uri.charCodeAt(i)
@@ -278,11 +281,15 @@ function validateAddress (v: string, what: string): void {
   if (colon <= 0 || !isUriScheme(na.uri.slice(0, colon))) throw new SipParseError(400, `Invalid URI in ${what}`)
   const scheme = na.uri.slice(0, colon).toLowerCase()
   if (scheme === 'sip' || scheme === 'sips' || scheme === 'tel') {
+    let u
     try {
-      parseUri(na.uri)
+      u = parseUri(na.uri)
     } catch (e) {
       throw new SipParseError(400, `Invalid URI in ${what}${e instanceof SipParseError ? ': ' + e.reason : ''}`)
     }
+    // hand the parsed objects over to the registrar / proxy, which parse the same strings next
+    offerParsedUri(na.uri, u)
+    offerParsedNameAddr(v, na)
   } else {
     for (let i = 0; i < na.uri.length; i++) {
       const c = na.uri.charCodeAt(i)

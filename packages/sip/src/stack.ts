@@ -13,7 +13,7 @@ import { createResponse, serialize, SipRequest, SipResponse, type SipMessage } f
 import { parseMessage, type ParserLimits } from './parser.js'
 import { parseVia } from './headers.js'
 import { parseUri, SipParseError } from './uri.js'
-import { cancelTimer, DEFAULT_TIMERS, type TimerValues, type TransactionEnv } from './transaction/common.js'
+import { cancelTimer, DEFAULT_TIMERS, ownString, type TimerValues, type TransactionEnv } from './transaction/common.js'
 import {
   ClientTransaction, InviteClientTransaction, NonInviteClientTransaction, type ClientState, type ClientTransactionUser
 } from './transaction/client.js'
@@ -85,7 +85,10 @@ export interface SendRequestOptions {
 export interface ClientContext {
   /** Branch of the Via the stack added. */
   readonly branch: string
-  /** The request as sent (with the stack's Via on top). */
+  /**
+   * The request as sent (with the stack's Via on top); once the final response was delivered, a copy
+   * reduced to start line, Via, From, To, Call-ID and CSeq (`slimMessage`).
+   */
   readonly request: SipRequest
   readonly state: ClientState
   /**
@@ -596,6 +599,9 @@ export class SipStack implements Startable {
   }
 
   private createServer (req: SipRequest, source: Source, transport: SipTransport, via: TopVia, key: string): ServerTransaction {
+    // an INVITE transaction lives on for 32 s after its 2xx (Timer L): its key (also captured by the
+    // closures below) must not pin the received text through slices of it
+    if (req.method === 'INVITE') key = ownString(key)
     const dest = responseDestination(via, source)
     const reliable = isReliable(source.protocol)
     const send = (data: Buffer): void => { this.transmit(transport, data, dest, tx) }
@@ -702,7 +708,7 @@ class Context implements ClientContext, ClientTransactionUser {
   private cancelPending = false
   private done = false
 
-  constructor (private readonly stack: SipStack, readonly request: SipRequest, readonly branch: string, readonly opts: SendRequestOptions) {}
+  constructor (private readonly stack: SipStack, public request: SipRequest, readonly branch: string, readonly opts: SendRequestOptions) {}
 
   get state (): ClientState { return this.tx?.state ?? 'terminated' }
 
@@ -732,6 +738,8 @@ class Context implements ClientContext, ClientTransactionUser {
     if (this.done) return
     this.done = true
     this.cancelPending = false
+    // the transaction reduced its request (see ClientTransaction.request): do not keep the full one here
+    if (this.tx !== undefined) this.request = this.tx.request
     try { this.opts.onFinal(res) } catch (err) { this.stack.logger.error({ err }, 'onFinal threw') }
   }
 
@@ -754,11 +762,9 @@ export function responseDestination (via: TopVia, source: Source): Destination {
   return { protocol, address, port: via.rport ?? via.port ?? 5060 }
 }
 
-/** Make V8 store `s` as one flat string (no cons/sliced parents kept alive): ToNumber flattens. */
+/** A copy of `s` that keeps no cons/sliced parent (the whole received head) alive. */
 function flatten (s: string): string {
-  // eslint-disable-next-line no-unused-expressions
-  (s as unknown as number) | 0
-  return s
+  return ownString(s)
 }
 
 function firstValue (v: string): string {

@@ -319,10 +319,35 @@ function parseUriHeaders (s: string, headers: Map<string, string>): void {
 export const MAX_URI_LENGTH = 8192
 
 /**
+ * One-shot hand-off of parse results (internal to the package). The message parser validates the
+ * Request-URI and the To/From/Contact URIs by parsing them; it offers the results here, so that the
+ * next `parseUri` of the very same string (by the registrar or the proxy, usually right after) takes
+ * the object over instead of parsing it again. An offered object is handed out at most once, so every
+ * caller still owns what it gets (and may mutate it); the result is the same as a fresh parse.
+ */
+const uriHandoff = new Map<string, SipUri>()
+const HANDOFF_MAX = 16
+
+/** @internal */
+export function offerParsedUri (s: string, u: SipUri): void {
+  if (uriHandoff.size >= HANDOFF_MAX) uriHandoff.clear()
+  uriHandoff.set(s, u)
+}
+
+/** @internal Forget every offered object (the parser calls it for each new message). */
+export function clearUriHandoff (): void {
+  if (uriHandoff.size > 0) uriHandoff.clear()
+}
+
+/**
  * Parse a `sip:`, `sips:` or `tel:` URI. The scheme is case-insensitive. Throws
  * `SipParseError(400, reason)` for anything malformed, and `SipParseError(416)` for another scheme.
  */
 export function parseUri (s: string): SipUri {
+  if (uriHandoff.size > 0) {
+    const offered = uriHandoff.get(s)
+    if (offered !== undefined) { uriHandoff.delete(s); return offered }
+  }
   if (typeof s !== 'string' || s.length === 0) throw new SipParseError(400, 'Empty URI')
   if (s.length > MAX_URI_LENGTH) throw new SipParseError(414, 'Request-URI Too Long')
   const colon = s.indexOf(':')

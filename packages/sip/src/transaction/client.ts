@@ -4,7 +4,7 @@
  */
 import type { Timer } from '@sipring/interface'
 import { createResponse, serialize, SipRequest, type SipResponse } from '../message.js'
-import { cancelTimer, TransactionStateError, type SendFn, type TransactionEnv } from './common.js'
+import { cancelTimer, slimMessage, TransactionStateError, type SendFn, type TransactionEnv } from './common.js'
 
 export type InviteClientState = 'calling' | 'proceeding' | 'accepted' | 'completed' | 'terminated'
 export type NonInviteClientState = 'trying' | 'proceeding' | 'completed' | 'terminated'
@@ -33,7 +33,12 @@ export interface ClientTransactionInit {
 }
 
 export abstract class ClientTransaction {
-  readonly request: SipRequest
+  /**
+   * The request as sent. Once a final response arrived it is reduced to its start line, Via, From, To,
+   * Call-ID and CSeq ({@link slimMessage}): nothing retransmits it any more, and the transaction may
+   * wait 32 s (Timer D/M) before it terminates.
+   */
+  request: SipRequest
   readonly branch: string
   readonly reliable: boolean
   /** Transaction key in the stack's map (`branch` + CSeq method); set by the owner. */
@@ -43,7 +48,8 @@ export abstract class ClientTransaction {
   protected readonly env: TransactionEnv
   protected readonly sendFn: SendFn
   /** The transaction user (the stack's client context). */
-  readonly user: ClientTransactionUser
+  /** The transaction user; a non-INVITE transaction lets go of it once the final was delivered (Timer K). */
+  user: ClientTransactionUser
   private readonly onTerminated: (tx: ClientTransaction) => void
   /** Serialized request, kept for retransmissions. */
   protected wire: Buffer | undefined
@@ -105,10 +111,10 @@ export class InviteClientTransaction extends ClientTransaction {
    */
   cancelSent (): void {
     if (this.state !== 'calling' && this.state !== 'proceeding') return
-    this.timerCancel ??= this.env.clock.setTimer(64 * this.env.timers.t1, this.fireCancel)
+    this.timerCancel ??= this.env.clock.setTimer(64 * this.env.timers.t1, () => { this.fireCancel() })
   }
 
-  private readonly fireCancel = (): void => {
+  private fireCancel (): void {
     this.timerCancel = undefined
     if (this.state !== 'calling' && this.state !== 'proceeding') return
     this.timerA = cancelTimer(this.timerA)
@@ -122,23 +128,24 @@ export class InviteClientTransaction extends ClientTransaction {
     if (this.wire !== undefined) this.invalid('start')
     this.wire = serialize(this.request)
     const { clock, timers } = this.env
-    this.sendFn(this.wire)
+    // timers first: a transport that answers synchronously (in-memory) must find them to cancel
     if (!this.reliable) {
       this.intervalA = timers.t1
-      this.timerA = clock.setTimer(this.intervalA, this.fireA)
+      this.timerA = clock.setTimer(this.intervalA, () => { this.fireA() })
     }
-    this.timerB = clock.setTimer(64 * timers.t1, this.fireB)
+    this.timerB = clock.setTimer(64 * timers.t1, () => { this.fireB() })
+    this.sendFn(this.wire)
   }
 
-  private readonly fireA = (): void => {
+  private fireA (): void {
     this.timerA = undefined
     if (this.state !== 'calling') return
     this.sendFn(this.wire!)
     this.intervalA *= 2
-    this.timerA = this.env.clock.setTimer(this.intervalA, this.fireA)
+    this.timerA = this.env.clock.setTimer(this.intervalA, () => { this.fireA() })
   }
 
-  private readonly fireB = (): void => {
+  private fireB (): void {
     this.timerB = undefined
     if (this.state !== 'calling') return
     this.timerA = cancelTimer(this.timerA)
@@ -148,13 +155,13 @@ export class InviteClientTransaction extends ClientTransaction {
     this.terminated()
   }
 
-  private readonly fireD = (): void => {
+  private fireD (): void {
     this.timerD = undefined
     this.state = 'terminated'
     this.terminated()
   }
 
-  private readonly fireM = (): void => {
+  private fireM (): void {
     this.timerM = undefined
     this.state = 'terminated'
     this.terminated()
@@ -177,20 +184,24 @@ export class InviteClientTransaction extends ClientTransaction {
           this.timerB = cancelTimer(this.timerB)
           this.timerCancel = cancelTimer(this.timerCancel)
           this.state = 'accepted'
-          this.timerM = this.env.clock.setTimer(64 * this.env.timers.t1, this.fireM)
+          this.wire = RELEASED
+          this.request = slimMessage(this.request)
+          this.timerM = this.env.clock.setTimer(64 * this.env.timers.t1, () => { this.fireM() })
           this.deliverFinal(res)
         } else {
           this.timerA = cancelTimer(this.timerA)
           this.timerB = cancelTimer(this.timerB)
           this.timerCancel = cancelTimer(this.timerCancel)
           this.state = 'completed'
+          this.wire = RELEASED
           this.sendAck(res)
+          this.request = slimMessage(this.request) // after the ACK was built from it
           this.deliverFinal(res)
           if (this.reliable) {
             this.state = 'terminated'
             this.terminated()
           } else {
-            this.timerD = this.env.clock.setTimer(32000, this.fireD)
+            this.timerD = this.env.clock.setTimer(32000, () => { this.fireD() })
           }
         }
         return
@@ -252,6 +263,16 @@ export class InviteClientTransaction extends ClientTransaction {
   }
 }
 
+/**
+ * Replaces a client transaction's request bytes once a final response arrived: they are never
+ * retransmitted again, and a transaction may wait up to 32 s (Timer D/M) or T4 (Timer K) before it
+ * terminates, so the bytes are released early (memory at high call rates). Non-undefined, so a second
+ * `start()` is still refused.
+ */
+const RELEASED = Buffer.alloc(0)
+
+const NO_USER: ClientTransactionUser = { onFinal: () => {} }
+
 /** RFC 3261 §17.1.2. */
 export class NonInviteClientTransaction extends ClientTransaction {
   readonly kind = 'non-invite' as const
@@ -265,24 +286,25 @@ export class NonInviteClientTransaction extends ClientTransaction {
     if (this.wire !== undefined) this.invalid('start')
     this.wire = serialize(this.request)
     const { clock, timers } = this.env
-    this.sendFn(this.wire)
+    // timers first: a transport that answers synchronously (in-memory) must find them to cancel
     if (!this.reliable) {
       this.intervalE = timers.t1
-      this.timerE = clock.setTimer(this.intervalE, this.fireE)
+      this.timerE = clock.setTimer(this.intervalE, () => { this.fireE() })
     }
-    this.timerF = clock.setTimer(64 * timers.t1, this.fireF)
+    this.timerF = clock.setTimer(64 * timers.t1, () => { this.fireF() })
+    this.sendFn(this.wire)
   }
 
-  private readonly fireE = (): void => {
+  private fireE (): void {
     this.timerE = undefined
     if (this.state !== 'trying' && this.state !== 'proceeding') return
     this.sendFn(this.wire!)
     // Trying: double up to T2; Proceeding: always T2 (§17.1.2.2)
     this.intervalE = this.state === 'trying' ? Math.min(2 * this.intervalE, this.env.timers.t2) : this.env.timers.t2
-    this.timerE = this.env.clock.setTimer(this.intervalE, this.fireE)
+    this.timerE = this.env.clock.setTimer(this.intervalE, () => { this.fireE() })
   }
 
-  private readonly fireF = (): void => {
+  private fireF (): void {
     this.timerF = undefined
     if (this.state !== 'trying' && this.state !== 'proceeding') return
     this.timerE = cancelTimer(this.timerE)
@@ -291,7 +313,7 @@ export class NonInviteClientTransaction extends ClientTransaction {
     this.terminated()
   }
 
-  private readonly fireK = (): void => {
+  private fireK (): void {
     this.timerK = undefined
     this.state = 'terminated'
     this.terminated()
@@ -310,12 +332,17 @@ export class NonInviteClientTransaction extends ClientTransaction {
         this.timerE = cancelTimer(this.timerE)
         this.timerF = cancelTimer(this.timerF)
         this.state = 'completed'
+        this.wire = RELEASED
+        this.request = slimMessage(this.request)
         this.deliverFinal(res)
+        // Completed only absorbs retransmissions: release the TU (e.g. a proxy's whole response
+        // context) now rather than after Timer K
+        this.user = NO_USER
         if (this.reliable) {
           this.state = 'terminated'
           this.terminated()
         } else {
-          this.timerK = this.env.clock.setTimer(this.env.timers.t4, this.fireK)
+          this.timerK = this.env.clock.setTimer(this.env.timers.t4, () => { this.fireK() })
         }
         return
       case 'completed':

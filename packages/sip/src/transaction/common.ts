@@ -2,6 +2,7 @@
  * Shared pieces of the RFC 3261 §17 transaction state machines (with the RFC 6026 changes).
  */
 import type { Clock, Logger, Timer } from '@sipring/interface'
+import { SipRequest, SipResponse } from '../message.js'
 
 /** Base timer values (RFC 3261 §17.1.1.1, Table 4). All other timers derive from these. */
 export interface TimerValues {
@@ -42,4 +43,28 @@ export type SendFn = (data: Buffer) => void
 export function cancelTimer (t: Timer | undefined): undefined {
   if (t !== undefined) t.cancel()
   return undefined
+}
+
+/**
+ * @internal An independent copy of `s`: header values are slices of the whole received message text, and a
+ * slice keeps that text alive. Short strings are copied by V8 anyway.
+ */
+export function ownString (s: string): string {
+  // slicing a cons string makes V8 flatten it into a fresh string first; the result points into that
+  // copy (an unused `s | 0` can be optimized away, this cannot)
+  return s.length < 13 ? s : (' ' + s).slice(1)
+}
+
+const SLIM_HEADERS = new Set(['via', 'from', 'to', 'call-id', 'cseq'])
+
+/**
+ * A copy of `msg` reduced to what a transaction or a proxy still needs while it waits for a timer
+ * after its final response (RFC 6026 Accepted: Timer L/M, 32 s): start line, Via, From, To, Call-ID and
+ * CSeq (enough for `createResponse`), strings copied, no body. Keeps memory per call small at high
+ * call rates, so those seconds do not hold whole messages (and the scavenger does not copy them).
+ */
+export function slimMessage<M extends SipRequest | SipResponse> (msg: M): M {
+  const out = msg instanceof SipRequest ? new SipRequest(msg.method, ownString(msg.uri)) : new SipResponse((msg as SipResponse).status, (msg as SipResponse).reason)
+  for (const h of msg.headers) if (SLIM_HEADERS.has(h.name)) out.headers.push({ name: h.name, value: ownString(h.value) })
+  return out as M
 }

@@ -4,7 +4,7 @@
  */
 import type { Source, Timer } from '@sipring/interface'
 import { createResponse, serialize, type SipRequest, type SipResponse } from '../message.js'
-import { cancelTimer, TransactionStateError, type SendFn, type TransactionEnv } from './common.js'
+import { cancelTimer, slimMessage, TransactionStateError, type SendFn, type TransactionEnv } from './common.js'
 
 export type InviteServerState = 'proceeding' | 'accepted' | 'completed' | 'confirmed' | 'terminated'
 export type NonInviteServerState = 'trying' | 'proceeding' | 'completed' | 'terminated'
@@ -36,8 +36,11 @@ export interface ServerTransactionInit {
 }
 
 export abstract class ServerTransaction {
-  /** The request that created the transaction (top Via already carries received/rport). */
-  readonly request: SipRequest
+  /**
+   * The request that created the transaction (top Via already carries received/rport). An INVITE
+   * transaction in Accepted keeps only its start line, Via, From, To, Call-ID and CSeq ({@link slimMessage}).
+   */
+  request: SipRequest
   /** Where the request came from (transport, address, port, connection). */
   readonly source: Source
   readonly reliable: boolean
@@ -47,7 +50,7 @@ export abstract class ServerTransaction {
   key = ''
   /** INVITE only: called when a CANCEL matched this transaction (the stack already answered it 200). */
   onCancel: ((cancel: SipRequest) => void) | undefined = undefined
-  /** The last response sent (undefined before the first). */
+  /** The last response sent (undefined before the first); reduced like `request` in Accepted. */
   lastResponse: SipResponse | undefined
   protected readonly env: TransactionEnv
   protected readonly sendFn: SendFn
@@ -125,12 +128,12 @@ export class InviteServerTransaction extends ServerTransaction {
   constructor (init: ServerTransactionInit) {
     super(init)
     this.onAcceptedAck = init.onAcceptedAck
-    this.timerTrying = this.env.clock.setTimer(init.tryingDelay ?? 200, this.fireTrying)
+    this.timerTrying = this.env.clock.setTimer(init.tryingDelay ?? 200, () => { this.fireTrying() })
     const guard = init.maxProceeding ?? 300_000
-    if (guard > 0) this.timerGuard = this.env.clock.setTimer(guard, this.fireGuard)
+    if (guard > 0) this.timerGuard = this.env.clock.setTimer(guard, () => { this.fireGuard() })
   }
 
-  private readonly fireGuard = (): void => {
+  private fireGuard (): void {
     this.timerGuard = undefined
     if (this.state !== 'proceeding') return
     this.env.logger.warn({ callId: this.request.get('call-id') }, 'INVITE server transaction: no final response from the TU, answering 408')
@@ -139,7 +142,7 @@ export class InviteServerTransaction extends ServerTransaction {
     this.respond(createResponse(this.request, 408, 'Request Timeout', m?.[1] ?? 'guard' + String(this.env.clock.now() % 1e9)))
   }
 
-  private readonly fireTrying = (): void => {
+  private fireTrying (): void {
     this.timerTrying = undefined
     if (this.state === 'proceeding' && this.lastResponse === undefined) this.transmit(createResponse(this.request, 100, 'Trying'))
   }
@@ -154,20 +157,27 @@ export class InviteServerTransaction extends ServerTransaction {
       this.timerGuard = cancelTimer(this.timerGuard)
       if (s < 300) {
         this.state = 'accepted'
-        this.timerL = this.env.clock.setTimer(64 * this.env.timers.t1, this.fireL)
+        // Accepted never retransmits by itself (RFC 6026 §7.1): for the 32 s of Timer L keep only what
+        // a CANCEL answer or a further 2xx needs, not the whole INVITE, its body and the 2xx bytes
+        this.wire = undefined
+        this.request = slimMessage(this.request)
+        this.lastResponse = slimMessage(res)
+        this.timerL = this.env.clock.setTimer(64 * this.env.timers.t1, () => { this.fireL() })
         return
       }
       this.state = 'completed'
       const { clock, timers } = this.env
       if (!this.reliable) {
         this.intervalG = timers.t1
-        this.timerG = clock.setTimer(this.intervalG, this.fireG)
+        this.timerG = clock.setTimer(this.intervalG, () => { this.fireG() })
       }
-      this.timerH = clock.setTimer(64 * timers.t1, this.fireH)
+      this.timerH = clock.setTimer(64 * timers.t1, () => { this.fireH() })
       return
     }
     if (this.state === 'accepted' && s >= 200 && s < 300) {
       this.transmit(res) // RFC 6026: the TU may retransmit / forward further 2xx
+      this.wire = undefined
+      this.lastResponse = slimMessage(res)
       return
     }
     this.invalid(`response ${s}`)
@@ -193,7 +203,7 @@ export class InviteServerTransaction extends ServerTransaction {
         this.timerH = cancelTimer(this.timerH)
         this.state = 'confirmed'
         if (this.reliable) { this.state = 'terminated'; this.terminated(); return }
-        this.timerI = this.env.clock.setTimer(this.env.timers.t4, this.fireI)
+        this.timerI = this.env.clock.setTimer(this.env.timers.t4, () => { this.fireI() })
         return
       case 'accepted':
         this.onAcceptedAck?.(ack, this.source)
@@ -203,15 +213,15 @@ export class InviteServerTransaction extends ServerTransaction {
     }
   }
 
-  private readonly fireG = (): void => {
+  private fireG (): void {
     this.timerG = undefined
     if (this.state !== 'completed') return
     this.sendFn(this.wire!)
     this.intervalG = Math.min(2 * this.intervalG, this.env.timers.t2)
-    this.timerG = this.env.clock.setTimer(this.intervalG, this.fireG)
+    this.timerG = this.env.clock.setTimer(this.intervalG, () => { this.fireG() })
   }
 
-  private readonly fireH = (): void => {
+  private fireH (): void {
     this.timerH = undefined
     if (this.state !== 'completed') return
     this.timerG = cancelTimer(this.timerG)
@@ -220,13 +230,13 @@ export class InviteServerTransaction extends ServerTransaction {
     this.terminated()
   }
 
-  private readonly fireI = (): void => {
+  private fireI (): void {
     this.timerI = undefined
     this.state = 'terminated'
     this.terminated()
   }
 
-  private readonly fireL = (): void => {
+  private fireL (): void {
     this.timerL = undefined
     this.state = 'terminated'
     this.terminated()
@@ -266,10 +276,10 @@ export class NonInviteServerTransaction extends ServerTransaction {
   constructor (init: ServerTransactionInit) {
     super(init)
     this.handOff = init.handOffCompleted
-    this.timerGuard = this.env.clock.setTimer(64 * this.env.timers.t1 + this.env.timers.t4, this.fireGuard)
+    this.timerGuard = this.env.clock.setTimer(64 * this.env.timers.t1 + this.env.timers.t4, () => { this.fireGuard() })
   }
 
-  private readonly fireGuard = (): void => {
+  private fireGuard (): void {
     this.timerGuard = undefined
     if (this.state !== 'trying' && this.state !== 'proceeding') return
     this.env.logger.warn({ method: this.request.method, callId: this.request.get('call-id') }, 'non-INVITE server transaction: no final response from the TU, terminated')
@@ -289,7 +299,7 @@ export class NonInviteServerTransaction extends ServerTransaction {
       this.terminated()
       return
     }
-    this.timerJ = this.env.clock.setTimer(64 * this.env.timers.t1, this.fireJ)
+    this.timerJ = this.env.clock.setTimer(64 * this.env.timers.t1, () => { this.fireJ() })
   }
 
   receiveRequest (_req: SipRequest): void {
@@ -297,7 +307,7 @@ export class NonInviteServerTransaction extends ServerTransaction {
     if ((this.state === 'proceeding' || this.state === 'completed') && this.wire !== undefined) this.sendFn(this.wire)
   }
 
-  private readonly fireJ = (): void => {
+  private fireJ (): void {
     this.timerJ = undefined
     this.state = 'terminated'
     this.terminated()

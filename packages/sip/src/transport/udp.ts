@@ -31,6 +31,8 @@ export class UdpTransport extends TransportEventsBase implements SipTransport {
   private bound: Endpoint
   private starting: Promise<void> | undefined
   private stopping: Promise<void> | undefined
+  /** The socket is bound (set once `starting` resolved, cleared by stop). */
+  private listening = false
   /** Datagrams dropped because they were too large (for tests and stats). */
   dropped = 0
   /** STUN Binding requests answered (RFC 5626 UDP keep-alives). */
@@ -78,6 +80,7 @@ export class UdpTransport extends TransportEventsBase implements SipTransport {
         socket.on('error', err => { this.emitEvent('error', toTransportError(err, 'udp', this.bound, 'socket')) })
         socket.on('message', (msg, rinfo) => { this.onDatagram(msg, rinfo) })
         this.log.info({ port: addr.port }, 'UDP transport listening')
+        this.listening = true
         resolve()
       }
       socket.once('error', onError)
@@ -107,16 +110,17 @@ export class UdpTransport extends TransportEventsBase implements SipTransport {
     this.emitEvent('message', msg, { protocol: 'udp', address: rinfo.address, port: rinfo.port, local: this.bound })
   }
 
-  async send (data: Buffer, to: Destination): Promise<void> {
+  send (data: Buffer, to: Destination): Promise<void> {
     const socket = this.socket
-    if (socket === undefined || this.starting === undefined) throw new TransportError('udp: transport not started', 'ENOTRUNNING', 'udp', to)
-    await this.starting
+    if (socket === undefined || this.starting === undefined) return Promise.reject(new TransportError('udp: transport not started', 'ENOTRUNNING', 'udp', to))
+    // hot path (one call per SIP message sent): no async frame and no extra await once listening
+    if (!this.listening) return this.starting.then(async () => { await this.send(data, to) })
     const bad = checkDestination('udp', this.bound, to)
-    if (bad !== undefined) throw bad
+    if (bad !== undefined) return Promise.reject(bad)
     if (data.length > this.maxMessageSize) {
-      throw new TransportError(`udp: message of ${data.length} bytes exceeds maxMessageSize ${this.maxMessageSize}`, 'EMSGSIZE', 'udp', to)
+      return Promise.reject(new TransportError(`udp: message of ${data.length} bytes exceeds maxMessageSize ${this.maxMessageSize}`, 'EMSGSIZE', 'udp', to))
     }
-    await new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       try {
         socket.send(data, to.port, stripBrackets(to.address), err => {
           if (err == null) resolve()
@@ -133,6 +137,7 @@ export class UdpTransport extends TransportEventsBase implements SipTransport {
     if (socket === undefined) return await (this.stopping ?? Promise.resolve())
     this.socket = undefined
     this.starting = undefined
+    this.listening = false
     this.stopping = new Promise<void>(resolve => {
       try { socket.close(() => { resolve() }) } catch { resolve() }
     })
