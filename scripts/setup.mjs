@@ -32,4 +32,7 @@ if (process.argv.includes('--tools')) {
   const r = spawnSync('bash', [join(root, 'scripts', 'install-tools.sh')], { stdio: 'inherit' })
   if (r.status !== 0) console.error('[setup] WARNING: SIP tools could not all be installed; tests needing them will skip loudly')
 }
+// tap compiles its plugin set into node_modules; the project's `tap.plugin` list (tsx instead of
+// @tapjs/typescript) only takes effect after `tap build`, so a fresh install must build it first.
+run('node node_modules/tap/dist/esm/run.mjs build', { stdio: 'ignore' })
 run('node node_modules/typescript/bin/tsc -b')
