@@ -264,3 +264,64 @@ t.test('a node whose seeds are unreachable serves alone and joins once a seed is
   t.equal(b.length, 1, 'what it registered alone is found from the other node')
   t.equal(b[0]!.node, 'n2')
 })
+
+/** A node that owns `aor`'s item (its own replica can stand in for the quorum pre-read) and one that does not. */
+function ownerAndOther (c: Cluster, aor: string): { owner: string, other: string } {
+  const owners = c.nodes.get('n1')!.overlay!.store.owners(aorKey(aor))
+  const owner = owners[0]!
+  const other = [...c.nodes.keys()].find(id => id !== owner && id !== 'n4') ?? [...c.nodes.keys()].find(id => id !== owner)!
+  return { owner, other }
+}
+
+t.test('a refresh at an owner node skips the quorum pre-read and the quorum verification; un-REGISTER still deletes everywhere', async t => {
+  const c = await fourNodes(8)
+  t.teardown(() => shutdown(c))
+  const { owner } = ownerAndOther(c, BOB)
+  const viewer = [...c.nodes.keys()].find(id => id !== owner)!
+  const bob = await phone(c, 'bob', '10.9.2.2', owner, 'tcp', '172.16.2.2')
+  const r = c.nodes.get(owner)!.replication!
+  t.equal(await registerAndWait(c, bob), 200)
+  await run(c, 2000)
+  t.equal(r.stats.localReads, 0, 'a new AOR is read from the quorum')
+  t.equal(r.stats.localVerifies, 1, 'written alone at an owner: verified against the own replica')
+  const before = c.hub.stats.requests
+  t.equal(await registerAndWait(c, bob, 900), 200, 'refresh')
+  await until(c, () => r.pending === 0, 2000, 5)
+  await run(c, 1500)
+  t.equal(r.stats.localReads, 1, 'the refresh used the own replica')
+  t.equal(r.stats.published, 2)
+  const b = await settle(c, c.nodes.get(viewer)!.replication!.lookup(BOB))
+  t.equal(b.length, 1)
+  t.ok(b[0]!.expires > c.clock.now() + 850_000, 'the other nodes see the extended expiry')
+  t.ok(c.hub.stats.requests - before < 40, `few overlay requests for the refresh (${c.hub.stats.requests - before}, SWIM and the lookup included)`)
+  t.equal(await registerAndWait(c, bob, 0), 200, 'un-REGISTER')
+  await run(c, 2000)
+  for (const id of c.nodes.keys()) {
+    const got = await settle(c, c.nodes.get(id)!.replication!.lookup(BOB))
+    t.equal(got.length, 0, `${id} finds no binding for bob`)
+  }
+  t.equal(r.stats.deleted, 1, 'a tombstone was written')
+})
+
+t.test('a blind refresh racing a second device at another node: both bindings survive', async t => {
+  const c = await fourNodes(9)
+  t.teardown(() => shutdown(c))
+  const { owner, other } = ownerAndOther(c, BOB)
+  const desk = await phone(c, 'bob', '10.9.3.1', owner, 'tcp', '172.16.3.1')
+  const mobile = await phone(c, 'bob', '10.9.3.3', other, 'tcp', '172.16.3.3')
+  mobile.callId = 'reg-bob-mobile-2'
+  t.equal(await registerAndWait(c, desk), 200)
+  await run(c, 2000)
+  await Promise.all([send(desk, register(desk, 900)), send(mobile, register(mobile))])
+  await run(c, 3000)
+  t.equal(responses(desk, 'REGISTER')[1]?.status, 200)
+  t.equal(responses(mobile, 'REGISTER')[0]?.status, 200)
+  const ro = c.nodes.get(owner)!.replication!.stats
+  t.equal(ro.localReads, 1, 'the desk refresh was written without the quorum pre-read')
+  const rx = c.nodes.get(other)!.replication!.stats
+  t.comment(`repairs ${owner}=${ro.repairs} ${other}=${rx.repairs}`)
+  for (const id of c.nodes.keys()) {
+    const b = await settle(c, c.nodes.get(id)!.replication!.lookup(BOB))
+    t.same(b.map(x => x.node).sort(), [owner, other].sort(), `${id} sees both attachment nodes`)
+  }
+})

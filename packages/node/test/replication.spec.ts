@@ -163,3 +163,178 @@ t.test('parseValue rejects malformed values from the overlay without throwing', 
   for (let i = 0; i < 40; i++) many[`n${i}`] = { uri: 'sip:x', v: [0, 0], b: [] }
   t.equal(Object.keys(parseValue({ nodes: many }, L, T0)!.nodes).length, L.maxNodesPerAor, 'portions capped')
 })
+
+/**
+ * A fake store that is also an owner's replica: `local()` returns the stored item with its version
+ * (origin = the writer), like `ReplicatedStore.local` on an owner of the key.
+ */
+function replicaStore (clock: SimClock, self: string) {
+  const items = new Map<string, { value?: AorValue, origin: string, updated: number, deleted: boolean }>()
+  const calls: string[] = []
+  let owner = true
+  let failPuts = false
+  const store = {
+    maxTtl: 86_400_000,
+    owners: () => owner ? [self, 'y', 'z'] : ['x', 'y', 'z'],
+    local: (key: string) => {
+      const e = items.get(key)
+      if (e === undefined) return undefined
+      return { key, version: { updated: e.updated, counter: 0, origin: e.origin }, deleted: e.deleted, ...(e.deleted ? {} : { value: e.value }), expires: e.updated + 86_400_000 }
+    },
+    async get (key: string) { calls.push(`get ${key}`); const e = items.get(key); return e?.deleted === true ? undefined : e?.value },
+    async put (key: string, v: AorValue) {
+      calls.push(`put ${key}`)
+      items.set(key, { value: structuredClone(v), origin: self, updated: clock.now(), deleted: false }) // the owner applies locally first
+      if (failPuts) throw new QuorumError(1, 2, `write ${key}`)
+    },
+    async delete (key: string) { calls.push(`delete ${key}`); items.set(key, { origin: self, updated: clock.now(), deleted: true }) }
+  }
+  /** Another node writes `key` (as a concurrent writer would, its put reaching this replica). */
+  const write = (key: string, value: AorValue, origin: string, updated = clock.now()): void => { items.set(key, { value, origin, updated, deleted: false }) }
+  return { store: store as unknown as ReplicatedStore<ReplicaValue>, items, calls, write, setOwner: (o: boolean) => { owner = o }, setFailPuts: (f: boolean) => { failPuts = f } }
+}
+
+async function setupReplica (opts: { trustLocalFor?: number, verifyDelay?: number } = {}) {
+  const clock = new SimClock(T0)
+  const location = new LocationStore({ clock })
+  await location.start()
+  const f = replicaStore(clock, 'me')
+  const r = new LocationReplicator({
+    clock, logger: new MemoryLogger(), location, store: f.store, self: 'me', sipUri: 'sip:10.0.0.1:5060;transport=tcp',
+    verifyDelay: opts.verifyDelay ?? 1000, retryDelay: 100, maxRetries: 2, ...(opts.trustLocalFor !== undefined ? { trustLocalFor: opts.trustLocalFor } : {})
+  })
+  r.start()
+  await flush()
+  f.calls.splice(0)
+  const reg = async (cseq: number, expires = 60, contact = 'sip:alice@192.0.2.1'): Promise<void> => {
+    location.applyRegister(ALICE, { contacts: [{ contact, expires, node: 'me' }], callId: 'c1', cseq })
+    await r.settled(); await flush()
+  }
+  const tick = async (ms: number): Promise<void> => { clock.advance(ms); await flush(); await r.settled(); await flush() }
+  return { clock, location, r, reg, tick, ...f }
+}
+
+t.test('owner of the key, AOR written alone: verified against the own replica; a refresh skips the quorum pre-read', async t => {
+  const { r, reg, tick, calls, items } = await setupReplica()
+  const K = aorKey(ALICE)
+  await reg(1)
+  t.same(calls.splice(0), [`get ${K}`, `put ${K}`], 'a new AOR: quorum read, then write')
+  await tick(1000)
+  t.same(calls.splice(0), [], 'verification answered by the own replica')
+  t.equal(r.stats.localVerifies, 1)
+  await tick(5000)
+  await reg(2, 120)
+  t.same(calls.splice(0), [`put ${K}`], 'refresh: written without the pre-read')
+  t.equal(r.stats.localReads, 1)
+  t.equal(items.get(K)!.value!.nodes.me!.b[0]!.expires, T0 + 6000 + 120_000, 'the new expiry is written')
+  // an unchanged own portion is not rewritten
+  r.markDirty(ALICE)
+  await r.settled(); await flush()
+  t.same(calls.splice(0), [], 'nothing to write')
+  t.equal(r.stats.unchanged, 1)
+  await tick(1000)
+  // unREGISTER: the tombstone still goes through store.delete (its own quorum read)
+  await reg(3, 0)
+  t.same(calls.splice(0), [`delete ${K}`])
+  t.equal(r.stats.deleted, 1)
+  await tick(1000)
+  t.same(calls.splice(0), [], 'the own tombstone verifies locally')
+  await reg(4, 60, 'sip:alice@192.0.2.9')
+  t.same(calls.splice(0), [`get ${K}`, `put ${K}`], 'after a tombstone: quorum read again')
+  await r.stop()
+})
+
+t.test('a concurrent write by another node: the verification goes to the quorum and repairs; the next refresh reads the quorum', async t => {
+  const { r, reg, tick, calls, items, write } = await setupReplica()
+  const K = aorKey(ALICE)
+  await reg(1)
+  calls.splice(0)
+  // n3 read before our write landed and overwrote it with its own portion only (the lost-race case)
+  write(K, { v: 1, nodes: { n3: { uri: 'sip:10.0.0.3', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.3', node: 'n3' })] } } }, 'n3')
+  await tick(1000)
+  t.same(calls.splice(0), [`get ${K}`, `get ${K}`, `put ${K}`], 'own replica shows another writer: quorum re-read, repair (read-modify-write)')
+  t.equal(r.stats.repairs, 1)
+  t.same(Object.keys(items.get(K)!.value!.nodes).sort(), ['me', 'n3'], 'both portions')
+  await tick(1000)
+  t.same(calls.splice(0), [`get ${K}`], 'two nodes\' portions: the verification stays a quorum read')
+  await reg(2, 90)
+  t.same(calls.splice(0), [`get ${K}`, `put ${K}`], 'another node has a portion: no blind refresh')
+  t.equal(r.stats.localReads, 0)
+  t.same(Object.keys(items.get(K)!.value!.nodes).sort(), ['me', 'n3'], 'n3 kept')
+  await r.stop()
+})
+
+t.test('the own replica is not trusted: when not an owner, for items of a previous run, older than trustLocalFor, or when disabled', async t => {
+  {
+    const { r, reg, tick, calls, setOwner } = await setupReplica()
+    setOwner(false)
+    await reg(1); await tick(1000); await reg(2, 90)
+    t.same(calls.splice(0), [`get ${aorKey(ALICE)}`, `put ${aorKey(ALICE)}`, `get ${aorKey(ALICE)}`, `get ${aorKey(ALICE)}`, `put ${aorKey(ALICE)}`], 'not an owner: quorum everywhere')
+    t.equal(r.stats.localReads + r.stats.localVerifies, 0)
+    await r.stop()
+  }
+  {
+    const { r, reg, calls, write } = await setupReplica()
+    // an item this node wrote before a restart (version older than start()): someone may have written since
+    write(aorKey(ALICE), { v: 1, nodes: { me: { uri: 'sip:10.0.0.1', v: [T0 - 5000, 0], b: [binding({ node: 'me' })] } } }, 'me', T0 - 5000)
+    await reg(1)
+    t.same(calls.splice(0), [`get ${aorKey(ALICE)}`, `put ${aorKey(ALICE)}`], 'own item from before start(): quorum read')
+    await r.stop()
+  }
+  {
+    const { r, reg, tick, calls } = await setupReplica({ trustLocalFor: 10_000 })
+    await reg(1); await tick(1000); calls.splice(0)
+    await tick(20_000)
+    await reg(2, 90)
+    t.same(calls.splice(0), [`get ${aorKey(ALICE)}`, `put ${aorKey(ALICE)}`], 'own item older than trustLocalFor: quorum read')
+    await r.stop()
+  }
+  {
+    const { r, reg, tick, calls } = await setupReplica({ trustLocalFor: 0 })
+    await reg(1); await tick(1000); await reg(2, 90)
+    t.same(calls.splice(0), [`get ${aorKey(ALICE)}`, `put ${aorKey(ALICE)}`, `get ${aorKey(ALICE)}`, `get ${aorKey(ALICE)}`, `put ${aorKey(ALICE)}`], 'disabled: the previous behaviour')
+    await r.stop()
+  }
+  t.throws(() => new LocationReplicator({ clock: new SimClock(T0), logger: new MemoryLogger(), location: new LocationStore({ clock: new SimClock(T0) }), store: {} as ReplicatedStore<ReplicaValue>, self: 'me', sipUri: 'sip:x', trustLocalFor: -1 }), RangeError)
+})
+
+t.test('republish after a restart: AORs whose item already holds exactly the own portion are not rewritten', async t => {
+  const { clock, location, r, items, calls, store } = await setup({ n9: 'dead' })
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 60, node: 'me' }], callId: 'c1', cseq: 1 })
+  location.applyRegister('sip:bob@example.org', { contacts: [{ contact: 'sip:bob@192.0.2.2', expires: 60, node: 'me' }], callId: 'c2', cseq: 1 })
+  await r.settled(); await flush()
+  await r.stop()
+  // a dead node's portion in bob's item: that one is rewritten (the dead portion dropped)
+  items.get(aorKey('sip:bob@example.org'))!.nodes.n9 = { uri: 'sip:10.0.0.9', v: [T0, 0], b: [binding({ aor: 'sip:bob@example.org', contact: 'sip:bob@198.51.100.9' })] }
+  calls.splice(0)
+  const r2 = new LocationReplicator({ clock, logger: new MemoryLogger(), location, store, self: 'me', sipUri: 'sip:10.0.0.1:5060;transport=tcp', memberStatus: id => id === 'n9' ? 'dead' : 'alive', verifyDelay: 0 })
+  r2.start()
+  await r2.settled(); await flush()
+  t.same(calls.filter(c => c.startsWith('put aor|')), [`put ${aorKey('sip:bob@example.org')} ttl=60000`], 'alice unchanged: read only; bob rewritten without the dead portion')
+  t.equal(r2.stats.unchanged, 1)
+  t.same(Object.keys(items.get(aorKey('sip:bob@example.org'))!.nodes), ['me'])
+  // a changed binding is written again
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 120, node: 'me' }], callId: 'c1', cseq: 2 })
+  await r2.settled(); await flush()
+  t.equal(calls.filter(c => c === `put ${aorKey(ALICE)} ttl=120000`).length, 1)
+  await r2.stop()
+})
+
+t.test('a write that failed its quorum (applied only to the own replica) is retried in full, never taken as done', async t => {
+  const { r, reg, tick, calls, setFailPuts } = await setupReplica()
+  const K = aorKey(ALICE)
+  await reg(1); await tick(1000)
+  calls.splice(0)
+  setFailPuts(true)
+  await reg(2, 120)
+  t.same(calls.splice(0), [`put ${K}`], 'blind refresh, failed after the local apply')
+  setFailPuts(false)
+  await tick(100)
+  t.same(calls.splice(0), [`get ${K}`, `put ${K}`], 'the retry reads the quorum and writes again (not "unchanged")')
+  t.equal(r.stats.unchanged, 0)
+  t.equal(r.stats.publishErrors, 1)
+  await tick(1000)
+  await reg(3, 180)
+  t.same(calls.splice(0), [`put ${K}`], 'after a successful write the shortcut is back')
+  await r.stop()
+})
