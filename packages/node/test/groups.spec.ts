@@ -10,31 +10,7 @@ import { createResponse, parseMessage, serialize, SipRequest, SipResponse, type 
 import { LevelAccountStore, type AccountDb } from '@sipring/auth'
 import { createSuperNode } from '../src/index.js'
 
-const NODE = { protocol: 'udp' as const, address: '10.0.0.1', port: 5060 }
-
-interface Phone { host: string, t: SimTransport, inbox: Array<{ msg: SipMessage, source: Source }>, send: (m: SipMessage) => Promise<void> }
-
-async function phone (net: SimNetwork, host: string): Promise<Phone> {
-  const tr = net.transport({ protocol: 'udp', address: host, port: 5060 })
-  await tr.start()
-  const inbox: Phone['inbox'] = []
-  tr.on('message', (data, source) => { inbox.push({ msg: parseMessage(data), source }) })
-  return { host, t: tr, inbox, send: async (m) => { await tr.send(serialize(m), NODE) } }
-}
-
-let seq = 0
-function request (method: string, uri: string, from: string, to: string, host: string, extra: Array<[string, string]> = []): SipRequest {
-  seq++
-  const r = new SipRequest(method, uri)
-  r.append('via', `SIP/2.0/UDP ${host}:5060;branch=z9hG4bKgrp${seq};rport`)
-  r.append('max-forwards', '70')
-  r.append('from', `<${from}>;tag=f${seq}`)
-  r.append('to', `<${to}>`)
-  r.append('call-id', `call-${seq}@${host}`)
-  r.append('cseq', `${seq} ${method}`)
-  for (const [k, v] of extra) r.append(k, v)
-  return r
-}
+import { NODE, phone, request, type Phone } from './sim-phone.js'
 
 const responses = (p: Phone): SipResponse[] => p.inbox.map(e => e.msg).filter((m): m is SipResponse => !m.isRequest)
 const requests = (p: Phone, method?: string): SipRequest[] =>

@@ -5,35 +5,7 @@ import { SimClock, SeededRng, SimNetwork, MemoryLogger, type SimTransport } from
 import { parseMessage, serialize, SipRequest, SipResponse, type SipMessage } from '@sipring/sip'
 import { createSuperNode, type SuperNode } from '../src/index.js'
 
-const NODE = { protocol: 'udp' as const, address: '10.0.0.1', port: 5060 }
-
-interface Phone {
-  t: SimTransport
-  inbox: Array<{ msg: SipMessage, source: Source }>
-  send: (m: SipMessage) => Promise<void>
-}
-
-async function phone (net: SimNetwork, address: string): Promise<Phone> {
-  const tr = net.transport({ protocol: 'udp', address, port: 5060 })
-  await tr.start()
-  const inbox: Phone['inbox'] = []
-  tr.on('message', (data, source) => { inbox.push({ msg: parseMessage(data), source }) })
-  return { t: tr, inbox, send: async (m) => { await tr.send(serialize(m), NODE) } }
-}
-
-let seq = 0
-function request (method: string, uri: string, from: string, to: string, host: string, extra: Array<[string, string]> = []): SipRequest {
-  seq++
-  const r = new SipRequest(method, uri)
-  r.append('via', `SIP/2.0/UDP ${host}:5060;branch=z9hG4bKtest${seq};rport`)
-  r.append('max-forwards', '70')
-  r.append('from', `<${from}>;tag=f${seq}`)
-  r.append('to', `<${to}>`)
-  r.append('call-id', `call-${seq}@${host}`)
-  r.append('cseq', `1 ${method}`)
-  for (const [k, v] of extra) r.append(k, v)
-  return r
-}
+import { NODE, phone, request, type Phone } from './sim-phone.js'
 
 function register (user: string, host: string, expires = 3600): SipRequest {
   return request('REGISTER', 'sip:example.org', `sip:${user}@example.org`, `sip:${user}@example.org`, host, [
