@@ -59,10 +59,14 @@ async function realBinding (user: string, node: string): Promise<Binding> {
   return { ...b, node }
 }
 
-/** The replicator's item value for one AOR with one binding at node `node`. */
+/**
+ * The replicator's item value for one AOR with one binding at node `node`. The binding as the
+ * replicator publishes it (packages/node/src/replication.ts `publishedBinding`): without `aor`,
+ * `node` (derived by readers from the key and the portion id) and `contactHeader`.
+ */
 function aorValue (b: Binding, user: string, i: number): unknown {
-  const bb = { ...b, aor: `sip:${user}@sipring.test`, contact: `sip:${user}@127.0.0.1:5999;transport=UDP`, contactHeader: `<sip:${user}@127.0.0.1:5999;transport=UDP>`, callId: `${i}-12345@127.0.0.1` }
-  return { v: 1, nodes: { [b.node!]: { uri: 'sip:127.0.0.1:5060;transport=tcp', v: [b.updated, i], b: [bb] } } }
+  const { aor: _aor, node: _node, contactHeader: _ch, ...rest } = { ...b, contact: `sip:${user}@127.0.0.1:5999;transport=UDP`, callId: `${i}-12345@127.0.0.1` }
+  return { v: 1, nodes: { [b.node!]: { uri: 'sip:127.0.0.1:5060;transport=tcp', v: [b.updated, i], b: [rest] } } }
 }
 
 const user = (i: number): string => `load${String(i).padStart(6, '0')}`

@@ -6,7 +6,12 @@
  *
  * Data model — one item per AOR, key `aor|<aor>`, so a lookup is one quorum read:
  *
- *   { v: 1, nodes: { <peerId>: { uri: <SIP URI of that super node>, v: [ms, seq], b: Binding[] } } }
+ *   { v: 1, nodes: { <peerId>: { uri: <SIP URI of that super node>, v: [ms, seq], b: PublishedBinding[] } } }
+ *
+ * A published binding leaves out what a reader derives or never uses (every replica of every AOR
+ * is held in RAM by R super nodes): `aor` (the key says it), `node` (the portion's id says it) and
+ * `contactHeader` (only the attachment node's registrar answers with it, from its own usrloc).
+ * Readers restore `aor` and `node`; values written with them (older writers) are read as before.
  *
  * Each super node writes only its own portion (`nodes[self]`): the bindings its local usrloc holds,
  * i.e. the clients attached to it (their flows/connections live there). Writes are read-modify-write
@@ -56,7 +61,13 @@ export interface NodeRecord {
 /** Everything the location service keeps in the replicated store. */
 export type ReplicaValue = AorValue | NodeRecord
 
-/** One super node's part of an AOR item. */
+/**
+ * A binding as published: without the fields a reader derives (`aor` from the key, `node` from the
+ * portion's id) or does not use (`contactHeader`). They are optional, so a full Binding is one too.
+ */
+export type PublishedBinding = Omit<Binding, 'aor' | 'node' | 'contactHeader'> & Partial<Pick<Binding, 'aor' | 'node' | 'contactHeader'>>
+
+/** One super node's part of an AOR item, as read (parsed: `aor` and `node` restored). */
 export interface NodePortion {
   /** SIP URI of that super node (where other nodes send requests for its clients). */
   uri: string
@@ -66,8 +77,21 @@ export interface NodePortion {
   b: Binding[]
 }
 
+/** One super node's part of an AOR item, as written. */
+export interface PublishedPortion {
+  uri: string
+  v: [number, number]
+  b: PublishedBinding[]
+}
+
 /** The value stored under `aor|<aor>`. */
 export interface AorValue {
+  v: 1
+  nodes: Record<PeerId, PublishedPortion>
+}
+
+/** An AOR value as read: every binding complete (`aor` and `node` restored). */
+export interface ParsedAorValue {
   v: 1
   nodes: Record<PeerId, NodePortion>
 }
@@ -347,7 +371,7 @@ export class LocationReplicator {
     const key = aorKey(aor)
     const owners = this.store.owners(key)
     try {
-      const value = parseValue(await this.store.get(key), this.limits, this.clock.now(), () => { this.stats.rejected++ })
+      const value = parseValue(await this.store.get(key), this.limits, this.clock.now(), () => { this.stats.rejected++ }, aor)
       return { key, owners, nodes: value?.nodes ?? {} }
     } catch (err) {
       return { key, owners, nodes: {}, error: err instanceof Error ? err.message : String(err) }
@@ -355,7 +379,7 @@ export class LocationReplicator {
   }
 
   private remoteBindings (aor: string, raw: unknown, local: Binding[]): Binding[] {
-    const value = parseValue(raw, this.limits, this.clock.now(), () => { this.stats.rejected++ })
+    const value = parseValue(raw, this.limits, this.clock.now(), () => { this.stats.rejected++ }, aor)
     const out: Binding[] = []
     const own = value?.nodes[this.self]
     // self-heal: the overlay must say what usrloc says about this node's clients
@@ -434,9 +458,9 @@ export class LocationReplicator {
       if (cached !== undefined) this.stats.localReads++
       const raw = cached !== undefined ? cached.value : await this.store.get(key)
       const now = this.clock.now()
-      const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ })
+      const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor)
       const local = this.location.lookup(aor)
-      const nodes: Record<PeerId, NodePortion> = {}
+      const nodes: Record<PeerId, PublishedPortion> = {}
       let others = false
       let dropped = false
       let expires = 0
@@ -448,7 +472,7 @@ export class LocationReplicator {
         const b = p.b.filter(x => x.expires > now)
         if (b.length === 0) { dropped = true; continue }
         others = true
-        nodes[id] = { uri: p.uri, v: p.v, b }
+        nodes[id] = { uri: p.uri, v: p.v, b: b.map(publishedBinding) }
         for (const x of b) expires = Math.max(expires, x.expires)
       }
       const own = cur?.nodes[this.self]
@@ -459,7 +483,7 @@ export class LocationReplicator {
         return
       }
       if (local.length > 0) {
-        nodes[this.self] = { uri: this.uri, v: this.nextVersion(), b: local.map(b => wireBinding(b, this.self)) }
+        nodes[this.self] = { uri: this.uri, v: this.nextVersion(), b: local.map(publishedBinding) }
         for (const x of local) expires = Math.max(expires, x.expires)
       }
       const ids = Object.keys(nodes)
@@ -531,9 +555,10 @@ export class LocationReplicator {
   }
 }
 
-/** A binding as published: own node id stamped, frozen arrays copied. */
-function wireBinding (b: Binding, self: PeerId): Binding {
-  const w: Binding = { ...b, path: [...b.path], node: self }
+/** A binding as published: no aor/node/contactHeader (see PublishedBinding), frozen arrays copied. */
+export function publishedBinding (b: Binding): PublishedBinding {
+  const { aor: _aor, node: _node, contactHeader: _ch, ...rest } = b
+  const w: PublishedBinding = { ...rest, path: [...b.path] }
   if (b.received !== undefined) w.received = { ...b.received }
   return w
 }
@@ -555,7 +580,7 @@ function merge (local: Binding[], remote: Binding[]): Binding[] {
  * portions or bindings are dropped (`reject` is called for each), expired bindings are filtered,
  * `binding.node` is forced to the portion's owner. Never throws.
  */
-export function parseValue (x: unknown, limits: ReplicationLimits, now: number, reject: () => void = () => {}): AorValue | undefined {
+export function parseValue (x: unknown, limits: ReplicationLimits, now: number, reject: () => void = () => {}, aor?: string): ParsedAorValue | undefined {
   if (x === undefined || x === null) return undefined
   if (!isObj(x) || !isObj(x.nodes)) { reject(); return undefined }
   const nodes: Record<PeerId, NodePortion> = {}
@@ -568,7 +593,7 @@ export function parseValue (x: unknown, limits: ReplicationLimits, now: number, 
     }
     const b: Binding[] = []
     for (const raw of p.b.slice(0, limits.maxBindingsPerNode)) {
-      const bb = parseBinding(raw, id, limits)
+      const bb = parseBinding(raw, id, limits, aor)
       if (bb === undefined) { reject(); continue }
       if (bb.expires > now) b.push(bb)
     }
@@ -579,12 +604,14 @@ export function parseValue (x: unknown, limits: ReplicationLimits, now: number, 
   return { v: 1, nodes }
 }
 
-function parseBinding (x: unknown, node: PeerId, limits: ReplicationLimits): Binding | undefined {
+/** `aor`: the item's AOR (from its key), for bindings published without one; a binding naming another AOR is kept as it says (lookups ignore it). */
+function parseBinding (x: unknown, node: PeerId, limits: ReplicationLimits, aor?: string): Binding | undefined {
   if (!isObj(x)) return undefined
   const s = (v: unknown): v is string => typeof v === 'string' && v.length <= limits.maxStringLength
-  if (!s(x.aor) || !s(x.contact) || x.contact === '' || !isNum(x.expires) || !isNum(x.q) || x.q < 0 || x.q > 1 ||
+  const bAor = x.aor === undefined ? aor : x.aor
+  if (!s(bAor) || !s(x.contact) || x.contact === '' || !isNum(x.expires) || !isNum(x.q) || x.q < 0 || x.q > 1 ||
       !s(x.callId) || !isNum(x.cseq) || !isNum(x.updated) || !Array.isArray(x.path) || x.path.length > 16 || !x.path.every(s)) return undefined
-  const b: Binding = { aor: x.aor, contact: x.contact, expires: x.expires, q: x.q, callId: x.callId, cseq: x.cseq, path: [...x.path as string[]], updated: x.updated, node }
+  const b: Binding = { aor: bAor, contact: x.contact, expires: x.expires, q: x.q, callId: x.callId, cseq: x.cseq, path: [...x.path as string[]], updated: x.updated, node }
   if (s(x.contactHeader)) b.contactHeader = x.contactHeader
   if (s(x.instance)) b.instance = x.instance
   if (isNum(x.regId)) b.regId = x.regId

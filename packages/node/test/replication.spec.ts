@@ -73,7 +73,13 @@ t.test('usrloc events publish the AOR item (TTL = latest expiry); removing the l
   const v = items.get(aorKey(ALICE))!
   t.same(Object.keys(v.nodes), ['me'])
   t.equal(v.nodes.me!.uri, 'sip:10.0.0.1:5060;transport=tcp')
-  t.equal(v.nodes.me!.b[0]!.node, 'me')
+  const wire = v.nodes.me!.b[0]!
+  t.equal(wire.contact, 'sip:alice@192.0.2.1')
+  t.ok(wire.node === undefined && wire.aor === undefined && wire.contactHeader === undefined, 'aor, node and contactHeader are not published (derived / unused by readers)')
+  const read = parseValue(structuredClone(v), DEFAULT_REPLICATION_LIMITS, T0, undefined, ALICE)!.nodes.me!.b[0]!
+  t.equal(read.node, 'me', 'readers restore node from the portion id')
+  t.equal(read.aor, ALICE, 'readers restore aor from the key')
+  t.equal(parseValue(structuredClone(v), DEFAULT_REPLICATION_LIMITS, T0)!.nodes.me!.b.length, 0, 'without the AOR, an aor-less binding is rejected')
   location.remove(ALICE, 'sip:alice@192.0.2.1')
   await r.settled(); await flush()
   t.equal(calls.at(-1), `delete ${aorKey(ALICE)}`)

@@ -93,9 +93,73 @@ export interface PutOptions extends AbortOptions {
   ttl?: number
 }
 
-interface Entry<V> extends WireItem<V> {
-  /** Ring position, computed once. */
-  pos: bigint
+/**
+ * A local replica, kept compact (RAM per item is what limits how many bindings a node can hold):
+ * the version as numbers and an interned origin (no Version object), the value as its JSON text
+ * (decoded on read: replicas are written far more often than read), no ring position (hashed on
+ * demand), never copied once stored, `deleted` = no value text, and the two timestamps as small
+ * integers relative to a process-wide base (V8 keeps those inline; an absolute ms timestamp is a
+ * 16-byte heap number each). Values that do not fit exactly are kept absolute (`AbsEntry`).
+ */
+class Entry {
+  constructor (
+    readonly key: string,
+    /** Interned: one string per origin peer. */
+    readonly origin: PeerId,
+    readonly counter: number,
+    protected readonly u: number,
+    protected readonly x: number,
+    /** JSON text of the value; undefined for a tombstone, '' for a value JSON cannot encode. */
+    readonly json: string | undefined
+  ) {}
+
+  get updated (): number { return this.u + timeBase }
+  get expires (): number { return this.x + timeBase }
+  get deleted (): boolean { return this.json === undefined }
+}
+
+class AbsEntry extends Entry {
+  override get updated (): number { return this.u }
+  override get expires (): number { return this.x }
+}
+
+/** Base of the relative timestamps: the first `updated` stored in this process (then fixed). */
+let timeBase = NaN
+const SMALL = 2 ** 30 - 1
+const small = (r: number, abs: number): boolean => Number.isInteger(r) && r >= -SMALL && r <= SMALL && r + timeBase === abs
+
+function makeEntry (key: string, origin: PeerId, counter: number, updated: number, expires: number, json: string | undefined): Entry {
+  if (Number.isNaN(timeBase) && Number.isSafeInteger(updated)) timeBase = updated
+  const u = updated - timeBase; const x = expires - timeBase
+  return small(u, updated) && small(x, expires) ? new Entry(key, origin, counter, u, x, json) : new AbsEntry(key, origin, counter, updated, expires, json)
+}
+
+/** Distinct origin strings interned (beyond this, origins are stored as they come). */
+const MAX_INTERNED_ORIGINS = 4096
+
+/** The JSON text of an item's value as compared by `compareItems` ('' for none). */
+function valueJson (it: WireItem): string | undefined {
+  return it.deleted ? undefined : flat(JSON.stringify(it.value) ?? '')
+}
+
+/**
+ * V8's JSON.stringify returns a rope (a tree of string parts, ~1/3 larger); reading one character
+ * flattens it in place, and the GC then keeps only the flat string.
+ */
+function flat (s: string | undefined): string | undefined {
+  if (s !== undefined) s.charCodeAt(0)
+  return s
+}
+
+/** `compareItems` of a stored entry against an item whose value text is `json`. */
+function compareEntry (a: Entry, b: WireItem, bJson: string | undefined): number {
+  const v = compareVersions(a, b.version)
+  if (v !== 0) return v
+  const bd = Boolean(b.deleted)
+  if (a.deleted !== bd) return a.deleted ? 1 : -1
+  if (a.expires !== b.expires) return a.expires < b.expires ? -1 : 1
+  const ja = a.json ?? ''; const jb = bJson ?? ''
+  return ja < jb ? -1 : ja > jb ? 1 : 0
 }
 
 export interface StoreEvents<V> {
@@ -150,7 +214,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private ring: Ring | undefined
   /** Anti-entropy partners under `ring` (members sharing a replicated range), cached per ring. */
   private peersOf: { ring: Ring, peers: PeerId[] } | undefined
-  private readonly items = new Map<string, Entry<V>>()
+  private readonly items = new Map<string, Entry>()
+  private readonly origins = new Map<string, PeerId>()
   private hlc = { updated: 0, counter: 0 }
   private running = false
   private aeTimer: Timer | undefined
@@ -207,7 +272,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         try {
           const it = JSON.parse(v) as WireItem<V>
           if (it.expires <= now) { stale.push(k); continue }
-          this.items.set(key, { ...it, key, pos: this.position(key) })
+          if (typeof it.version?.updated !== 'number' || typeof it.version.counter !== 'number' || typeof it.version.origin !== 'string' || typeof it.expires !== 'number') throw new TypeError('bad item')
+          this.items.set(key, this.entry({ ...it, key }, valueJson(it)))
           this.observe(it.version)
         } catch {
           this.log.warn({ key }, 'unreadable item in db, dropped')
@@ -291,7 +357,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   local (key: string): WireItem<V> | undefined {
     const e = this.items.get(key)
     if (e === undefined || e.expires <= this.clock.now()) return undefined
-    return toWire(e)
+    return this.toWire(e)
   }
 
   /** Keys held locally (unexpired, tombstones included). */
@@ -431,6 +497,24 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return this.hasher.hash64(key)
   }
 
+  private intern (origin: PeerId): PeerId {
+    const o = this.origins.get(origin)
+    if (o !== undefined) return o
+    if (this.origins.size < MAX_INTERNED_ORIGINS) this.origins.set(origin, origin)
+    return origin
+  }
+
+  private entry (it: WireItem<V>, json: string | undefined): Entry {
+    return makeEntry(it.key, this.intern(it.version.origin), it.version.counter, it.version.updated, it.expires, json)
+  }
+
+  /** The wire form of a stored entry (a fresh object; the value decoded from its text). */
+  private toWire (e: Entry): WireItem<V> {
+    const w: WireItem<V> = { key: e.key, version: { updated: e.updated, counter: e.counter, origin: e.origin }, deleted: e.deleted, expires: e.expires }
+    if (e.json !== undefined) w.value = e.json === '' ? undefined : JSON.parse(e.json) as V
+    return w
+  }
+
   private nextVersion (): Version {
     const now = this.clock.now()
     if (now > this.hlc.updated) this.hlc = { updated: now, counter: 0 }
@@ -450,20 +534,28 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const now = this.clock.now()
     if (item.expires <= now) return false
     const cur = this.items.get(item.key)
-    if (cur !== undefined && cur.expires > now && compareItems(cur, item) >= 0) return false
+    const json = valueJson(item)
+    if (cur !== undefined && cur.expires > now && compareEntry(cur, item, json) >= 0) return false
     if (cur === undefined && this.items.size >= this.maxLocalItems) throw new OverlayError('ERR_FULL', 'store is full')
     this.observe(item.version)
-    const e: Entry<V> = { ...toWire(item), pos: cur?.pos ?? this.position(item.key) }
-    this.items.set(item.key, e)
+    const e = this.entry(item, json)
+    this.items.set(e.key, e)
     this.persistPut(e)
-    this.emit('change', item.key, toWire(e))
+    this.emit('change', e.key, this.changed(e, item))
     return true
   }
 
-  private persistPut (e: Entry<V>): void {
+  /** The item a `change` listener sees: the stored state, the value as the writer passed it (no decode). */
+  private changed (e: Entry, item: WireItem<V>): WireItem<V> {
+    const w: WireItem<V> = { key: e.key, version: { updated: e.updated, counter: e.counter, origin: e.origin }, deleted: e.deleted, expires: e.expires }
+    if (!e.deleted) w.value = item.value
+    return w
+  }
+
+  private persistPut (e: Entry): void {
     const db = this.db
     if (db === undefined) return
-    const v = JSON.stringify(toWire(e))
+    const v = `{"key":${JSON.stringify(e.key)},"version":${JSON.stringify({ updated: e.updated, counter: e.counter, origin: e.origin })},"deleted":${e.deleted ? 'true' : 'false'}${e.json === undefined || e.json === '' ? '' : `,"value":${e.json}`},"expires":${e.expires}}`
     this.persistChain = this.persistChain.then(() => db.put(this.prefix + e.key, v)).catch(err => {
       this.log.error({ err: String(err), key: e.key }, 'db write failed')
     })
@@ -600,15 +692,16 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
 
   private async handoff (old: Ring | undefined, ring: Ring): Promise<void> {
     const now = this.clock.now()
-    const batches = new Map<PeerId, Array<Entry<V>>>()
-    const leaving: Array<{ e: Entry<V>, owners: PeerId[] }> = []
-    const add = (p: PeerId, e: Entry<V>): void => {
+    const batches = new Map<PeerId, Entry[]>()
+    const leaving: Array<{ e: Entry, owners: PeerId[] }> = []
+    const add = (p: PeerId, e: Entry): void => {
       const b = batches.get(p); if (b === undefined) batches.set(p, [e]); else b.push(e)
     }
     for (const e of this.items.values()) {
       if (e.expires <= now) continue
-      const owners = ring.ownersAt(e.pos, this.replicas)
-      const before = old?.ownersAt(e.pos, this.replicas) ?? [this.self]
+      const pos = this.position(e.key)
+      const owners = ring.ownersAt(pos, this.replicas)
+      const before = old === ring ? owners : old?.ownersAt(pos, this.replicas) ?? [this.self]
       if (!owners.includes(this.self)) {
         // no longer ours: give it to every new owner, drop it once a write quorum of them has it
         for (const o of owners) add(o, e)
@@ -627,7 +720,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       for (let i = 0; i < list.length; i += this.maxBatch) {
         const chunk = list.slice(i, i + this.maxBatch)
         try {
-          const res = await this.net.send(peer, { type: 'store.put', items: chunk.map(toWire) }, { timeout: this.timeout })
+          const res = await this.net.send(peer, { type: 'store.put', items: chunk.map(e => this.toWire(e)) }, { timeout: this.timeout })
           if (res.type === 'store.ok') { for (const e of chunk) ok.add(e.key); this.stats.handoffSent += chunk.length }
         } catch { /* peer gone: anti-entropy or the next handoff retries */ }
       }
@@ -661,26 +754,28 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return this.bucketBits === 0 ? 0 : Number(pos >> BigInt(64 - this.bucketBits))
   }
 
-  /** Items both this node and `peer` replicate (by this node's ring), unexpired. */
-  private sharedWith (peer: PeerId): Array<Entry<V>> {
+  /** Items both this node and `peer` replicate (by this node's ring), unexpired, with their digest buckets. */
+  private sharedWith (peer: PeerId): Shared {
     const ring = this.ring
-    if (ring === undefined) return []
+    const out: Shared = { entries: [], buckets: [] }
+    if (ring === undefined) return out
     const now = this.clock.now()
-    const out: Array<Entry<V>> = []
     for (const e of this.items.values()) {
       if (e.expires <= now) continue
-      const owners = ring.ownersAt(e.pos, this.replicas)
-      if (owners.includes(peer) && owners.includes(this.self)) out.push(e)
+      const pos = this.position(e.key)
+      const owners = ring.ownersAt(pos, this.replicas)
+      if (owners.includes(peer) && owners.includes(this.self)) { out.entries.push(e); out.buckets.push(this.bucketOf(pos)) }
     }
     return out
   }
 
-  private digest (items: Array<Entry<V>>): bigint[] {
+  private digest (items: Shared): bigint[] {
     const d = new Array<bigint>(1 << this.bucketBits).fill(0n)
     const h = this.hasher
-    for (const e of items) {
-      const b = this.bucketOf(e.pos)
-      d[b] = d[b]! ^ h.hash64(`${e.key}\u0000${e.version.updated}.${e.version.counter}.${e.version.origin}\u0000${e.deleted ? 1 : 0}\u0000${e.expires}`)
+    for (let i = 0; i < items.entries.length; i++) {
+      const e = items.entries[i]!
+      const b = items.buckets[i]!
+      d[b] = d[b]! ^ h.hash64(`${e.key}\u0000${e.updated}.${e.counter}.${e.origin}\u0000${e.deleted ? 1 : 0}\u0000${e.expires}`)
     }
     return d
   }
@@ -702,10 +797,11 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     let moved = this.acceptItems(res.items)
     const diff = new Set(res.buckets)
     const push: WireItem[] = []
-    for (const e of mine) {
-      if (!diff.has(this.bucketOf(e.pos))) continue
+    for (let i = 0; i < mine.entries.length; i++) {
+      if (!diff.has(mine.buckets[i]!)) continue
+      const e = mine.entries[i]!
       const t = theirs.get(e.key)
-      if (t === undefined ? !res.more : compareItems(e, t) > 0) push.push(toWire(e))
+      if (t === undefined ? !res.more : compareEntry(e, t, valueJson(t)) > 0) push.push(this.toWire(e))
     }
     for (let i = 0; i < push.length; i += this.maxBatch) {
       const r = await this.net.send(p, { type: 'store.put', items: push.slice(i, i + this.maxBatch) }, { timeout: this.timeout })
@@ -725,19 +821,19 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const set = new Set(diff)
     const items: WireItem[] = []
     let more = false
-    for (const e of mine) {
-      if (!set.has(this.bucketOf(e.pos))) continue
+    for (let i = 0; i < mine.entries.length; i++) {
+      if (!set.has(mine.buckets[i]!)) continue
       if (items.length >= this.maxBatch) { more = true; break }
-      items.push(toWire(e))
+      items.push(this.toWire(mine.entries[i]!))
     }
     return { type: 'store.diff', buckets: diff, items, more }
   }
 }
 
-function toWire<V> (e: WireItem<V>): WireItem<V> {
-  const w: WireItem<V> = { key: e.key, version: { ...e.version }, deleted: e.deleted, expires: e.expires }
-  if (!e.deleted) w.value = e.value
-  return w
+/** Entries with their digest buckets (parallel arrays). */
+interface Shared {
+  entries: Entry[]
+  buckets: number[]
 }
 
 export function createReplicatedStore<V> (components: StoreComponents, init?: StoreInit): ReplicatedStore<V> {
