@@ -9,6 +9,6 @@ export {
   type SuperNodeOverlay, type SuperNodeOverlayInit
 } from './super-node.js'
 export {
-  LocationReplicator, aorKey, nodeKey, parseValue, publishedBinding, bindingIdentity, newerBinding, DEFAULT_REPLICATION_LIMITS,
+  LocationReplicator, aorKey, nodeKey, parseValue, publishedBinding, bindingIdentity, newerBinding, directlyReachable, DEFAULT_REPLICATION_LIMITS,
   type AorValue, type ParsedAorValue, type NodePortion, type PublishedPortion, type PublishedBinding, type NodeRecord, type ReplicaValue, type ReplicationOptions, type ReplicationStats, type ReplicationLimits
 } from './replication.js'

@@ -41,11 +41,14 @@
  * Why a stale portion can never make a deleted contact reachable: other nodes only learn from the
  * item *which node* to send a request to (`binding.node` → that node's SIP URI, Path semantics);
  * the attachment node then forks to the bindings of its own usrloc only (the proxy's `sr=local`
- * Route). For its own portion a node trusts usrloc, never the overlay.
+ * Route). For its own portion a node trusts usrloc, never the overlay. Exception: once the attachment
+ * node is dead, its plain UDP clients are reached directly from its last published portion
+ * (`directlyReachable`, `liveRoute`), so an un-REGISTER it never published can still be reached.
  */
 import type { Binding, Clock, Logger, Timer } from '@sipring/interface'
 import { contactKey, type LocationEvent, type LocationStore } from '@sipring/location'
 import type { PeerId, ReplicatedStore, WireItem } from '@sipring/overlay'
+import { hostEquals, isIPv4, isIPv6, parseUri } from '@sipring/sip'
 
 /** Key of an AOR's item in the replicated store. */
 export const aorKey = (aor: string): string => `aor|${aor}`
@@ -116,7 +119,7 @@ export interface ReplicationOptions {
   self: PeerId
   /** This node's SIP URI as other super nodes reach it, e.g. `sip:10.0.0.1:5060;transport=tcp`. */
   sipUri: string
-  /** Membership state of a node: lookups use only portions of alive/suspect members; writes drop dead/left ones. */
+  /** Membership state of a node: lookups route through alive/suspect members only (a dead/left/unknown one's plain UDP clients are returned for direct sending, see `directlyReachable`); writes drop dead/left ones. */
   memberStatus?: (id: PeerId) => string | undefined
   /** Publishes running at once (default 64). */
   concurrency?: number
@@ -336,12 +339,26 @@ export class LocationReplicator {
     return this.routes.get(id)
   }
 
+  /**
+   * The proxy's `nodeRoute` hook: the SIP URI of super node `id` while it is a live member
+   * (alive/suspect); undefined for a dead/left/unknown one, so the proxy sends to that node's
+   * remaining (plain UDP) clients directly instead of routing to a node that is gone.
+   */
+  liveRoute (id: PeerId): string | undefined {
+    if (id !== this.self && this.memberStatus !== undefined) {
+      const status = this.memberStatus(id)
+      if (status !== 'alive' && status !== 'suspect') return undefined
+    }
+    return this.routes.get(id)
+  }
+
   /** Known super nodes and their SIP URIs. */
   knownNodes (): Map<PeerId, string> { return new Map(this.routes) }
 
   /**
-   * Local bindings ∪ the overlay's bindings held by other (live) super nodes, newest registration of
-   * each contact kept, sorted by q then recency. An overlay failure degrades to the local bindings.
+   * Local bindings ∪ the overlay's bindings held by other (live) super nodes — plus the plain UDP
+   * clients of dead ones (see `directlyReachable`), newest registration of each contact kept, sorted
+   * by q then recency. An overlay failure degrades to the local bindings.
    */
   async lookup (aor: string): Promise<Binding[]> {
     this.stats.lookups++
@@ -390,11 +407,17 @@ export class LocationReplicator {
     if (value === undefined) return out
     for (const [id, p] of Object.entries(value.nodes)) {
       if (id === this.self) continue
-      // only members in the view: dead/left ones (and ones forgotten after SWIM's deadRetention)
-      // cannot reach their clients any more
+      // only members in the view route their clients: dead/left ones (and ones forgotten after SWIM's
+      // deadRetention) cannot reach them any more. Their plain UDP clients (no RFC 5626 flow, no
+      // connection, Contact valid from anywhere: see directlyReachable) can be reached by any node: kept,
+      // still stamped with the dead node (foreign: never relayed by a peer's `sr=local` fork), and the
+      // proxy, which gets no route for a node that is not live (see `liveRoute`), sends to them directly.
       if (this.memberStatus !== undefined) {
         const status = this.memberStatus(id)
-        if (status !== 'alive' && status !== 'suspect') continue
+        if (status !== 'alive' && status !== 'suspect') {
+          for (const b of p.b) if (b.aor === aor && directlyReachable(b)) out.push(b)
+          continue
+        }
       }
       this.routes.set(id, p.uri)
       for (const b of p.b) if (b.aor === aor) out.push(b)
@@ -552,6 +575,28 @@ export class LocationReplicator {
     let raw: ReplicaValue | undefined
     try { raw = await this.store.get(aorKey(aor)) } catch { return }
     this.remoteBindings(aor, raw, this.location.lookup(aor))
+  }
+}
+
+/**
+ * Can any super node reach this client without its attachment node? Only a plain UDP registration
+ * (no RFC 5626 flow: instance + reg-id clients re-register through another flow; no connection:
+ * TCP/TLS/WS connections died with the node) whose Contact is valid from anywhere: registered
+ * through a Path (the edge proxy reaches it), or a Contact on the REGISTER's source IP (sent to as
+ * registered, like the proxy's `contactOnSource`). A client behind NAT (Contact on another address)
+ * is skipped: its NAT mapping was opened towards the dead node only.
+ */
+export function directlyReachable (b: Binding): boolean {
+  if (b.instance !== undefined || b.regId !== undefined) return false
+  const r = b.received
+  if (r === undefined) return true
+  if (r.protocol !== 'udp' || r.connectionId !== undefined) return false
+  if (b.path.length > 0) return true
+  try {
+    const host = parseUri(b.contact).host
+    return (isIPv4(host) || isIPv6(host)) && hostEquals(host, r.address)
+  } catch {
+    return false
   }
 }
 

@@ -253,7 +253,7 @@ class SuperNodeImpl implements SuperNode {
     this.proxy = createProxy({
       stack: this.stack,
       location: replication ?? this.location,
-      ...(replication !== undefined ? { nodeRoute: (id: string) => replication.nodeRoute(id) } : {}),
+      ...(replication !== undefined ? { nodeRoute: (id: string) => replication.liveRoute(id) } : {}),
       clock: c.clock,
       rng: c.rng.fork('proxy'),
       logger: c.logger, // the proxy adds { component, node } itself

@@ -93,6 +93,42 @@ t.test('a burst of changes to one AOR is coalesced into few publishes', async t 
   t.ok(calls.filter(c => c.startsWith('put')).length <= 2, `${calls.length} store calls for 20 REGISTERs`)
 })
 
+const TCP = { protocol: 'tcp' as const, address: '198.51.100.9', port: 40000, connectionId: 'c9' }
+
+t.test('lookup keeps the plain UDP clients of dead/left/unknown nodes (reached directly), not their flows, connections or NATed contacts', async t => {
+  const { r, items } = await setup({ dead1: 'dead', gone: 'left', n2: 'alive' })
+  const udp = (host: string, port = 5060) => ({ protocol: 'udp' as const, address: host, port })
+  items.set(aorKey(ALICE), {
+    v: 1,
+    nodes: {
+      n2: { uri: 'sip:10.0.0.2', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.2', received: TCP })] },
+      dead1: {
+        uri: 'sip:10.0.0.3',
+        v: [T0, 0],
+        b: [
+          binding({ contact: 'sip:alice@198.51.100.3', received: udp('198.51.100.3', 5070) }), // Contact on the source IP
+          binding({ contact: 'sip:alice@172.16.0.3', received: udp('198.51.100.33') }), // behind NAT
+          binding({ contact: 'sip:alice@198.51.100.34;transport=tcp', received: { ...TCP, address: '198.51.100.34' } }),
+          binding({ contact: 'sip:alice@198.51.100.35', instance: '<urn:uuid:00000000-0000-0000-0000-000000000035>', regId: 1, received: udp('198.51.100.35') })
+        ]
+      },
+      gone: { uri: 'sip:10.0.0.4', v: [T0, 0], b: [binding({ contact: 'sip:alice@172.16.0.4', path: ['<sip:edge.example;lr>'], received: udp('198.51.100.40') })] },
+      stranger: { uri: 'sip:10.0.0.5', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.5' })] }
+    }
+  })
+  const got = await r.lookup(ALICE)
+  t.same(got.map(b => `${b.contact} ${b.node}`).sort(), [
+    'sip:alice@172.16.0.4 gone', // through its Path
+    'sip:alice@198.51.100.2 n2',
+    'sip:alice@198.51.100.3 dead1',
+    'sip:alice@198.51.100.5 stranger' // no received: registered as sent
+  ], 'live node + the dead ones\' plain UDP clients (stamped with their dead node)')
+  t.equal(r.liveRoute('n2'), 'sip:10.0.0.2', 'a live node is routed to')
+  t.equal(r.liveRoute('dead1'), undefined, 'a dead node is not: the proxy sends to its clients directly')
+  t.equal(r.liveRoute('gone'), undefined)
+  t.equal(r.liveRoute('me'), 'sip:10.0.0.1:5060;transport=tcp')
+})
+
 t.test('lookup = local ∪ other nodes (dead ones skipped); its own portion is taken from usrloc, never from the overlay', async t => {
   const { location, r, items, calls } = await setup({ dead1: 'dead', gone: 'left', n2: 'alive' })
   items.set(aorKey(ALICE), {
@@ -100,9 +136,10 @@ t.test('lookup = local ∪ other nodes (dead ones skipped); its own portion is t
     nodes: {
       me: { uri: 'sip:10.0.0.1', v: [T0, 0], b: [binding({ contact: 'sip:alice@stale.example', node: 'me' })] },
       n2: { uri: 'sip:10.0.0.2:5060;transport=tcp', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.2', node: 'forged' })] },
-      dead1: { uri: 'sip:10.0.0.3', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.3' })] },
-      gone: { uri: 'sip:10.0.0.4', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.4' })] },
-      stranger: { uri: 'sip:10.0.0.5', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.5' })] }
+      // TCP clients: their connections died with their node (plain UDP ones: see the next test)
+      dead1: { uri: 'sip:10.0.0.3', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.3', received: TCP })] },
+      gone: { uri: 'sip:10.0.0.4', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.4', received: TCP })] },
+      stranger: { uri: 'sip:10.0.0.5', v: [T0, 0], b: [binding({ contact: 'sip:alice@198.51.100.5', received: TCP })] }
     }
   })
   const got = await r.lookup(ALICE)
