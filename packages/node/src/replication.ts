@@ -215,6 +215,10 @@ export class LocationReplicator {
   private readonly unsure = new Set<string>()
   private readonly timers = new Set<Timer>()
   private idleWaiters: Array<() => void> = []
+  /** Incremented on every markDirty: orders local changes against the local state a publish read. */
+  private changeSeq = 0
+  /** `settled(aor)` callers: resolved once a publish that read local state at seq >= `target` is written. */
+  private readonly aorWaiters = new Map<string, Array<{ target: number, done: (ok: boolean) => void }>>()
   private seq = { ms: 0, n: 0 }
   private selfTimer: Timer | undefined
   /** Members whose `node|` record is being fetched. */
@@ -320,13 +324,66 @@ export class LocationReplicator {
     this.learning.clear()
     this.unsure.clear()
     this.dirty.clear(); this.queued.clear(); this.queue = []; this.head = 0
+    for (const aor of [...this.aorWaiters.keys()]) this.resolveWaiters(aor, Infinity, false)
     await this.settled()
   }
 
-  /** Resolves when nothing is queued or being published (retries and verifications pending may still come). */
-  async settled (): Promise<void> {
-    if (this.active.size === 0 && this.queued.size === 0) return
-    await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
+  /**
+   * Without arguments: resolves when nothing is queued or being published (retries and
+   * verifications pending may still come).
+   *
+   * With an AOR: resolves true once `aor`'s local state as of this call has been written to the
+   * overlay with the write quorum (by the publish in flight when it read usrloc after the call's
+   * changes, else by the next one: the usual coalesced, retried publishes), false on timeout, abort,
+   * stop, or when the publish is given up. The local binding stays either way.
+   */
+  async settled (): Promise<void>
+  async settled (aor: string, opts: { signal?: AbortSignal, timeoutMs: number }): Promise<boolean>
+  async settled (aor?: string, opts?: { signal?: AbortSignal, timeoutMs: number }): Promise<boolean | void> {
+    if (aor === undefined) {
+      if (this.active.size === 0 && this.queued.size === 0) return
+      await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
+      return
+    }
+    if (!this.running || opts?.signal?.aborted === true) return false
+    const pending = this.dirty.has(aor) || this.active.has(aor) || this.queued.has(aor) || this.attempts.has(aor)
+    if (!pending) {
+      if (!this.unsure.has(aor)) return true
+      this.markDirty(aor) // the last write failed and was given up: write again
+    }
+    const target = this.changeSeq
+    return await new Promise<boolean>(resolve => {
+      let timer: Timer | undefined
+      const onAbort = (): void => { finish(false) }
+      const entry = { target, done: (ok: boolean) => { finish(ok) } }
+      let finished = false
+      const finish = (ok: boolean): void => {
+        if (finished) return
+        finished = true
+        timer?.cancel()
+        opts?.signal?.removeEventListener('abort', onAbort)
+        const list = this.aorWaiters.get(aor)
+        if (list !== undefined) {
+          const i = list.indexOf(entry)
+          if (i >= 0) list.splice(i, 1)
+          if (list.length === 0) this.aorWaiters.delete(aor)
+        }
+        resolve(ok)
+      }
+      let list = this.aorWaiters.get(aor)
+      if (list === undefined) { list = []; this.aorWaiters.set(aor, list) }
+      list.push(entry)
+      const ms = opts?.timeoutMs ?? 2000
+      if (Number.isFinite(ms) && ms >= 0) timer = this.clock.setTimer(ms, () => { finish(false) })
+      opts?.signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /** Resolve `aor`'s waiters whose target is <= `upTo` (all of them when `upTo` is Infinity). */
+  private resolveWaiters (aor: string, upTo: number, ok: boolean): void {
+    const list = this.aorWaiters.get(aor)
+    if (list === undefined) return
+    for (const w of list.filter(x => x.target <= upTo)) w.done(ok)
   }
 
   /** AORs waiting for or in publication. */
@@ -430,6 +487,7 @@ export class LocationReplicator {
   /** Queue `aor` for publication (coalesced: one publish carries every change made meanwhile). */
   markDirty (aor: string): void {
     if (!this.running) return
+    this.changeSeq++
     this.dirty.add(aor)
     if (this.active.has(aor) || this.queued.has(aor)) return
     this.queued.add(aor)
@@ -475,6 +533,7 @@ export class LocationReplicator {
   /** One read-modify-write of `aor`'s item; failures are retried with backoff. */
   private async publish (aor: string): Promise<void> {
     const key = aorKey(aor)
+    let seen = -1
     try {
       const sure = !this.unsure.has(aor)
       const cached = sure ? this.soleOwnItem(key, true) : undefined
@@ -483,6 +542,7 @@ export class LocationReplicator {
       const now = this.clock.now()
       const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor)
       const local = this.location.lookup(aor)
+      seen = this.changeSeq // every change up to here is in `local`
       const nodes: Record<PeerId, PublishedPortion> = {}
       let others = false
       let dropped = false
@@ -503,6 +563,7 @@ export class LocationReplicator {
         // the overlay already says exactly what usrloc says (e.g. the republish after a restart): no write
         this.stats.unchanged++
         this.attempts.delete(aor)
+        this.resolveWaiters(aor, seen, true)
         return
       }
       if (local.length > 0) {
@@ -516,7 +577,7 @@ export class LocationReplicator {
           .slice(this.limits.maxNodesPerAor - (local.length > 0 ? 1 : 0)).forEach(id => { Reflect.deleteProperty(nodes, id) })
       }
       if (Object.keys(nodes).length === 0) {
-        if (raw === undefined) { this.attempts.delete(aor); this.unsure.delete(aor); return }
+        if (raw === undefined) { this.attempts.delete(aor); this.unsure.delete(aor); this.resolveWaiters(aor, seen, true); return }
         await this.store.delete(key)
         this.stats.deleted++
       } else {
@@ -526,6 +587,7 @@ export class LocationReplicator {
       }
       this.attempts.delete(aor)
       this.unsure.delete(aor)
+      this.resolveWaiters(aor, seen, true)
       // alone: no other node's portion was seen; its verification may use the own replica
       if (this.verifyDelay > 0) this.later(this.verifyDelay, () => { void this.verify(aor, !others) })
     } catch (err) {
@@ -536,6 +598,7 @@ export class LocationReplicator {
       if ((typeof code === 'string' && NON_RETRYABLE.has(code)) || n > this.maxRetries) {
         this.attempts.delete(aor)
         this.stats.abandoned++
+        this.resolveWaiters(aor, Infinity, false)
         this.log.warn({ aor, err: String(err), attempts: n }, 'publishing an AOR to the overlay failed; giving up until its next change')
         return
       }

@@ -67,6 +67,12 @@ export interface SuperNodeOverlayInit {
   verifyDelay?: number
   /** Publishes running at once (default 64). */
   concurrency?: number
+  /**
+   * A 2xx to a REGISTER with Contacts is sent only once the AOR's new state reached the write quorum
+   * in the overlay, waiting at most this long (ms, default 2000); past it the answer is
+   * `503 Overlay write quorum not reached` with `Retry-After: 5` (the local binding stays).
+   */
+  ackTimeout?: number
   /** Membership / store tuning passed to the OverlayNode built from parts. */
   node?: OverlayNodeInit
 }
@@ -359,6 +365,16 @@ class SuperNodeImpl implements SuperNode {
       this.registrarErrors++
       this.log.error({ err: errText(err), callId: req.get('call-id'), to: req.get('to') }, 'registrar failed; answering 500')
       res = createResponse(req, 500, 'Server Internal Error (registrar)', this.stackTag())
+    }
+    // issue 3: acknowledge a binding change only once the overlay holds it on W replicas
+    if (this.replication !== undefined && res.status >= 200 && res.status < 300 && req.has('contact')) {
+      const aor = registerAor(req)
+      const ok = aor === undefined || await this.replication.settled(aor, { timeoutMs: this.overlayInit.ackTimeout ?? 2000 })
+      if (!ok) {
+        this.log.warn({ aor, callId: req.get('call-id') }, 'overlay write quorum not reached; answering 503')
+        res = createResponse(req, 503, 'Overlay write quorum not reached', this.stackTag())
+        res.set('retry-after', '5')
+      }
     }
     this.respond(tx, res)
   }

@@ -381,3 +381,64 @@ t.test('a write that failed its quorum (applied only to the own replica) is retr
   t.same(calls.splice(0), [`put ${K}`], 'after a successful write the shortcut is back')
   await r.stop()
 })
+
+t.test('settled(aor): true once the AOR state as of the call is written, false on failure, timeout, abort or stop', async t => {
+  const { clock, location, r, items, calls, setFail } = await setup()
+  t.equal(await r.settled(ALICE, { timeoutMs: 1000 }), true, 'nothing pending: settled at once')
+
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 60, node: 'me' }], callId: 'c1', cseq: 1 })
+  let ok: boolean | undefined
+  void r.settled(ALICE, { timeoutMs: 1000 }).then(v => { ok = v })
+  t.equal(ok, undefined, 'not before the publish')
+  await flush()
+  t.equal(ok, true, 'resolved by the publish')
+  t.ok(items.has(aorKey(ALICE)), 'and the item is written')
+
+  // the write fails: retried (100, 200 ms), then given up → false before the timeout
+  setFail(new QuorumError(0, 2, 'write'))
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 60, node: 'me' }], callId: 'c1', cseq: 2 })
+  ok = undefined
+  void r.settled(ALICE, { timeoutMs: 10_000 }).then(v => { ok = v })
+  await flush()
+  t.equal(ok, undefined, 'waiting while retries are pending')
+  clock.advance(100); await flush()
+  t.equal(ok, undefined)
+  clock.advance(200); await flush()
+  t.equal(ok, false, 'given up after maxRetries')
+  t.equal(r.stats.abandoned, 1)
+
+  // the last write was given up: settled() publishes again (and succeeds now)
+  setFail()
+  calls.length = 0
+  t.equal(await (async () => { const p = r.settled(ALICE, { timeoutMs: 1000 }); await flush(); return await p })(), true, 'republished on demand')
+  t.ok(calls.some(c => c.startsWith(`put ${aorKey(ALICE)}`)), 'by a new put')
+  t.match(JSON.stringify(items.get(aorKey(ALICE))), /"cseq":2/, 'carrying the latest state')
+
+  // timeout
+  setFail(new QuorumError(0, 2, 'write'))
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 60, node: 'me' }], callId: 'c1', cseq: 3 })
+  ok = undefined
+  void r.settled(ALICE, { timeoutMs: 50 }).then(v => { ok = v })
+  await flush()
+  clock.advance(49); await flush()
+  t.equal(ok, undefined, 'not yet')
+  clock.advance(1); await flush()
+  t.equal(ok, false, 'false at the timeout')
+
+  // abort, and an already aborted signal
+  const ac = new AbortController()
+  ok = undefined
+  void r.settled(ALICE, { timeoutMs: 10_000, signal: ac.signal }).then(v => { ok = v })
+  await flush()
+  ac.abort(); await flush()
+  t.equal(ok, false, 'false on abort')
+  t.equal(await r.settled(ALICE, { timeoutMs: 10_000, signal: ac.signal }), false, 'aborted signal: false at once')
+
+  // stop resolves the waiters
+  ok = undefined
+  void r.settled(ALICE, { timeoutMs: 10_000 }).then(v => { ok = v })
+  await flush()
+  await r.stop(); await flush()
+  t.equal(ok, false, 'false on stop')
+  t.equal(await r.settled(ALICE, { timeoutMs: 10 }), false, 'stopped: false')
+})
