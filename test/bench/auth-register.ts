@@ -1,4 +1,4 @@
-// REGISTER/s and CPU per REGISTER with digest authentication next to without (issue 4).
+// REGISTER/s and CPU per REGISTER with digest authentication next to without.
 // Runs the daemon twice (auth off / auth on, MD5 challenge first for SIPp 3.6), registers the same
 // number of distinct users at fixed rates with SIPp over UDP, and reports for each rate: achieved
 // REGISTER/s (one "REGISTER" = the whole exchange: with auth 401 + REGISTER + 200), p50/p99 and the

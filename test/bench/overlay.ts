@@ -1,4 +1,4 @@
-// Overlay benchmarks (issue 3 §6), not part of `npm test`:
+// Overlay benchmarks, not part of `npm test`:
 //
 //   node --import tsx test/bench/overlay.ts [--part register,lookup,ram] [--rates 600,1200,2400,3600,4800,6000]
 //        [--seconds 5] [--lookups 2000] [--bindings 50000]

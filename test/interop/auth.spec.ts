@@ -1,4 +1,4 @@
-// Digest authentication against a real `sipring start --auth true` (issue 4): users created over the
+// Digest authentication against a real `sipring start --auth true`: users created over the
 // token-protected admin API, SIPp registers them with their passwords (401 → REGISTER with
 // Authorization → 200, from an -inf CSV holding the credentials), a wrong password never binds, and
 // repeated failures from one source end in a ban (403 + Retry-After). SIPp 3.6 answers only the first

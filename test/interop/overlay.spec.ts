@@ -1,4 +1,4 @@
-// Issue 3 end to end: real `sipring start --overlay` daemons on loopback forming one overlay over
+// Overlay end to end: real `sipring start --overlay` daemons on loopback forming one overlay over
 // libp2p TCP (ephemeral ports, temp data dirs), driven by SIPp and checked through GET /ring and
 // GET /lookup at every node.
 //   a) bob (a SIPp UAS) registers at n1 over UDP; a SIPp UAC attached at n3 calls him N times;

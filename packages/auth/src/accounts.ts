@@ -1,5 +1,5 @@
 /**
- * Accounts and groups (issue 4, core-node role): users with precomputed HA1 hashes (never the
+ * Accounts and groups (core-node role): users with precomputed HA1 hashes (never the
  * plain password), enabled flag, per-user limits; groups = a group AOR, member AORs and a policy.
  *
  * {@link AccountStore} is the port the digest server reads through: today a {@link LevelAccountStore}

@@ -1,5 +1,5 @@
 /**
- * @sipring/auth — accounts, groups and digest authentication (issue 4).
+ * @sipring/auth — accounts, groups and digest authentication.
  */
 export * from './accounts.js'
 export * from './digest-server.js'

@@ -1,5 +1,5 @@
 /**
- * Accounts and groups over the admin HTTP API (issue 4), token protected
+ * Accounts and groups over the admin HTTP API, token protected
  * (`Authorization: Bearer <token>`, the token kept in `<dataDir>/admin-token`):
  *
  *   GET    /users[?realm=R&limit=N]        → 200 {"users": [...]}

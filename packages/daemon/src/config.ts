@@ -65,7 +65,7 @@ export interface SipringConfig {
   overlayCa?: string
   /** This node's credential file (`sipring node enroll`); required with `overlayCa`. */
   overlayCredential?: string
-  /** Digest authentication of clients (issue 4); accounts live in `<dataDir>/accounts`. */
+  /** Digest authentication of clients; accounts live in `<dataDir>/accounts`. */
   auth: AuthConfig
 }
 

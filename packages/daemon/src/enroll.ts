@@ -1,5 +1,5 @@
 /**
- * Overlay enrollment (issue 4 item 5): `sipring overlay init-ca`, `sipring node enroll`, `sipring node id`,
+ * Overlay enrollment: `sipring overlay init-ca`, `sipring node enroll`, `sipring node id`,
  * and loading `overlayCa` / `overlayCredential` for `sipring start`.
  */
 import { open, readFile, stat } from 'node:fs/promises'

@@ -298,7 +298,7 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     }
   }
   const quorum = Math.floor(config.replicas / 2) + 1
-  // accounts (issue 4): in the `accounts` sublevel; the nonce secret persisted in the data dir
+  // accounts: in the `accounts` sublevel; the nonce secret persisted in the data dir
   const accounts = new LevelAccountStore({ db: accountsSublevel(db), clock: deps.clock })
   const authRealm = config.auth.realm ?? config.domains[0]
   const node = createSuperNode({

@@ -1,4 +1,4 @@
-// Accounts in the daemon (issue 4): auth config keys, the token-protected /users and /groups admin
+// Accounts in the daemon: auth config keys, the token-protected /users and /groups admin
 // routes, `sipring user|group` in direct mode (no daemon) and through the admin API (daemon running),
 // and a REGISTER challenged then accepted by a daemon started with auth on.
 import t from 'tap'

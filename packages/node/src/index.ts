@@ -1,6 +1,6 @@
 /**
  * @sipring/node — assembles one super node: SIP stack + location service + registrar + proxy, and
- * optionally the overlay (one location service shared by every super node, issue 3).
+ * optionally the overlay (one location service shared by every super node).
  * No sockets and no libp2p here: the caller (daemon, simulation, test) passes transports, a db and
  * the overlay network.
  */

@@ -1,5 +1,5 @@
 /**
- * usrloc ↔ overlay glue (issue 3 §3), in the style of Kamailio's dmq_usrloc: it subscribes to the
+ * usrloc ↔ overlay glue, in the style of Kamailio's dmq_usrloc: it subscribes to the
  * local LocationStore's events (the registrar knows nothing of it) and publishes every AOR's
  * bindings to the overlay's ReplicatedStore, and it answers the proxy's location lookups with
  * "local bindings ∪ overlay bindings".

@@ -23,16 +23,16 @@ export interface SuperNodeComponents {
   transports: SipTransport[]
   /** Persistence for the location service (classic-level in the daemon, memory-level in tests). */
   db?: LocationDb
-  /** Share one location service with other super nodes over this overlay (issue 3). */
+  /** Share one location service with other super nodes over this overlay. */
   overlay?: SuperNodeOverlay
   /**
    * Accounts read by digest authentication (used only with `init.auth.enabled`); with `getGroup`, a
-   * request to a group AOR is forked by this node to the group's members (issue 5, centralized mode).
+   * request to a group AOR is forked by this node to the group's members (centralized mode).
    */
   accounts?: Pick<AccountStore, 'getUser'> & Partial<Pick<AccountStore, 'onChange' | 'getGroup'>>
 }
 
-/** Digest authentication of requests before the registrar and proxy (issue 4; off by default). */
+/** Digest authentication of requests before the registrar and proxy (off by default). */
 export interface SuperNodeAuthInit {
   enabled?: boolean
   /** Realm challenged (default: the first served domain). */
@@ -366,7 +366,7 @@ class SuperNodeImpl implements SuperNode {
       this.log.error({ err: errText(err), callId: req.get('call-id'), to: req.get('to') }, 'registrar failed; answering 500')
       res = createResponse(req, 500, 'Server Internal Error (registrar)', this.stackTag())
     }
-    // issue 3: acknowledge a binding change only once the overlay holds it on W replicas
+    // acknowledge a binding change only once the overlay holds it on W replicas
     if (this.replication !== undefined && res.status >= 200 && res.status < 300 && req.has('contact')) {
       const aor = registerAor(req)
       const ok = aor === undefined || await this.replication.settled(aor, { timeoutMs: this.overlayInit.ackTimeout ?? 2000 })
@@ -514,7 +514,7 @@ export function createSuperNode (components: SuperNodeComponents, init: SuperNod
   return new SuperNodeImpl(components, init)
 }
 
-/** Group calls (issue 5): the proxy reads groups from the accounts store when it has them. */
+/** Group calls: the proxy reads groups from the accounts store when it has them. */
 function groupsOf (accounts: SuperNodeComponents['accounts'], limits: Partial<GroupLimits> | undefined): Pick<ProxyOptions, 'groups' | 'groupLimits'> {
   const getGroup = accounts?.getGroup
   if (getGroup === undefined) return {}

@@ -1,5 +1,5 @@
 /**
- * Issue 3 "killing one super node loses no registration": when a client's attachment node dies, a
+ * Requirement "killing one super node loses no registration": when a client's attachment node dies, a
  * plain UDP client (no RFC 5626 flow, Contact on its source address) is still reached directly by any
  * node; TCP clients (their connection died with the node) and UDP clients behind NAT (their mapping
  * was opened towards the dead node) are not tried.

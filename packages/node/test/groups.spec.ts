@@ -1,5 +1,5 @@
 /**
- * Group calls at one super node over a SimNetwork (issue 5, centralized mode): groups from the
+ * Group calls at one super node over a SimNetwork (centralized mode): groups from the
  * accounts store, ring-all and hunt, with real transactions, CANCELs and 487s.
  */
 import t from 'tap'

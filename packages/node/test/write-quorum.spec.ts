@@ -1,5 +1,5 @@
 /**
- * Issue 3 "a write acknowledged to the client is never lost while fewer than R replicas fail at once":
+ * Requirement "a write acknowledged to the client is never lost while fewer than R replicas fail at once":
  * a REGISTER that changes bindings is answered 200 only once the AOR's item reached the write quorum
  * (W = 2 of R = 3 owners); without the quorum in `ackTimeout` (2 s) the answer is 503 + Retry-After.
  * The overlay is slow here (20–30 ms per hop, SIP 2 ms), so a 200 sent before the quorum write would

@@ -5,7 +5,7 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { loadOrCreatePrivateKey } from './identity.js'
 
 /**
- * Overlay enrollment (issue 4 item 5, in the spirit of RELOAD enrollment, RFC 6940 §11.3): the
+ * Overlay enrollment (in the spirit of RELOAD enrollment, RFC 6940 §11.3): the
  * overlay's **core key** (Ed25519) signs, for each admitted super node, a credential binding its
  * libp2p PeerId to a validity window. A node enforcing admission accepts a peer only after the peer
  * has shown a credential signed by the configured core public key, not expired by the node's clock,

@@ -1,5 +1,5 @@
 /**
- * Group calls, centralized mode (issue 5 baseline): the super node that receives a request for a group
+ * Group calls, centralized mode (the baseline for distributed forking): the super node that receives a request for a group
  * AOR expands the group itself and forks to every member's contacts.
  *
  * Pure helpers, no I/O of their own: {@link expandGroup} turns a group AOR into ordered *steps* (sets

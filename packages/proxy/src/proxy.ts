@@ -337,7 +337,7 @@ export function createProxy (opts: ProxyOptions): Proxy {
   }
 
   /**
-   * Group call, centralized (issue 5 baseline): every member's bindings become targets here, one
+   * Group call, centralized (the baseline for distributed forking): every member's bindings become targets here, one
    * step per hunt member (or one step for ring-all); a contact is forked to once; at most
    * `groupLimits.maxBranches` branches (members beyond are dropped); nobody reachable → 480.
    */

@@ -120,7 +120,7 @@ export interface ProxyOptions {
    */
   nodeRoute?: (nodeId: string) => string | undefined
   /**
-   * Group calls, centralized mode (issue 5): a request whose Request-URI AOR is a group is forked by
+   * Group calls, centralized mode: a request whose Request-URI AOR is a group is forked by
    * this node to the union of its members' bindings (`ring-all`: all at once; `hunt`: member by member
    * in list order, each for `groupLimits.memberTimeout`). Nested groups are expanded (loops cut).
    */
