@@ -221,12 +221,19 @@ export function formatStatus (s: Record<string, any>): string {
   ].join('\n')
 }
 
-async function statusCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+/**
+ * Options shared by the commands that talk to a running node's admin API (`status`, `ring`, `lookup`):
+ * `--help`, `--json`, `--admin HOST:PORT` (default `SIPRING_ADMIN` or 127.0.0.1:5080) and up to
+ * `maxPositional` plain arguments. Returns the exit code when the command must stop here.
+ */
+function adminClientArgs (command: string, args: string[], env: NodeJS.ProcessEnv, io: Io, help: () => string, maxPositional: number):
+{ adminText: string, json: boolean, positional: string[] } | number {
   let adminText = env.SIPRING_ADMIN ?? '127.0.0.1:5080'
   let json = false
+  const positional: string[] = []
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!
-    if (a === '--help' || a === '-h') { io.out(statusHelp()); return 0 }
+    if (a === '--help' || a === '-h') { io.out(help()); return 0 }
     if (a === '--json') { json = true; continue }
     if (a === '--admin' || a.startsWith('--admin=')) {
       const v = a === '--admin' ? args[++i] : a.slice('--admin='.length)
@@ -234,9 +241,17 @@ async function statusCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): P
       adminText = v
       continue
     }
-    io.err(`sipring: unknown option ${a} (see \`sipring status --help\`)`)
+    if (!a.startsWith('-') && positional.length < maxPositional) { positional.push(a); continue }
+    io.err(`sipring: ${a.startsWith('-') || command === 'status' ? 'unknown option' : 'unexpected argument'} ${a} (see \`sipring ${command} --help\`)`)
     return 2
   }
+  return { adminText, json, positional }
+}
+
+async function statusCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  const opts = adminClientArgs('status', args, env, io, statusHelp, 0)
+  if (typeof opts === 'number') return opts
+  const { adminText, json } = opts
   const admin = parseAdmin(adminText)
   if (admin === undefined) { io.err(`sipring: --admin: expected host:port (e.g. 127.0.0.1:5080), got ${JSON.stringify(adminText)}`); return 2 }
   const url = `http://${formatEndpoint({ address: admin.host, port: admin.port })}/status`
@@ -290,24 +305,10 @@ export function formatLookup (r: Record<string, any>): string {
 
 /** `sipring ring` / `sipring lookup <aor>`: GET the overlay routes of the admin API. */
 async function adminCommand (what: 'ring' | 'lookup', args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
-  let adminText = env.SIPRING_ADMIN ?? '127.0.0.1:5080'
-  let json = false
-  let aor: string | undefined
-  const help = what === 'ring' ? ringHelp : lookupHelp
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!
-    if (a === '--help' || a === '-h') { io.out(help()); return 0 }
-    if (a === '--json') { json = true; continue }
-    if (a === '--admin' || a.startsWith('--admin=')) {
-      const v = a === '--admin' ? args[++i] : a.slice('--admin='.length)
-      if (v === undefined) { io.err('sipring: option --admin needs a value (HOST:PORT)'); return 2 }
-      adminText = v
-      continue
-    }
-    if (what === 'lookup' && !a.startsWith('-') && aor === undefined) { aor = a; continue }
-    io.err(`sipring: ${a.startsWith('-') ? 'unknown option' : 'unexpected argument'} ${a} (see \`sipring ${what} --help\`)`)
-    return 2
-  }
+  const opts = adminClientArgs(what, args, env, io, what === 'ring' ? ringHelp : lookupHelp, what === 'lookup' ? 1 : 0)
+  if (typeof opts === 'number') return opts
+  const { adminText, json } = opts
+  const aor: string | undefined = opts.positional[0]
   if (what === 'lookup' && aor === undefined) { io.err('sipring: lookup needs an AOR, e.g. sipring lookup sip:alice@example.org'); return 2 }
   const admin = parseAdmin(adminText)
   if (admin === undefined) { io.err(`sipring: --admin: expected host:port (e.g. 127.0.0.1:5080), got ${JSON.stringify(adminText)}`); return 2 }

@@ -67,3 +67,23 @@ t.test('formatStatus renders every field', async t => {
     '  transactions  4'
   ].join('\n'))
 })
+
+t.test('admin-client commands share their argument rules (status, ring, lookup)', async t => {
+  const cases: Array<[string[], number, RegExp]> = [
+    [['status', '--admin'], 2, /^sipring: option --admin needs a value \(HOST:PORT\)$/],
+    [['status', 'extra'], 2, /unknown option extra \(see `sipring status --help`\)/],
+    [['ring', 'foo'], 2, /unexpected argument foo \(see `sipring ring --help`\)/],
+    [['ring', '--bogus'], 2, /unknown option --bogus \(see `sipring ring --help`\)/],
+    [['lookup'], 2, /lookup needs an AOR/],
+    [['lookup', 'sip:a@b', 'sip:c@d'], 2, /unexpected argument sip:c@d \(see `sipring lookup --help`\)/],
+    [['lookup', '--admin=127.0.0.1:1', 'sip:a@b'], 1, /cannot reach the admin API at http:\/\/127\.0\.0\.1:1\//]
+  ]
+  for (const [argv, code, err] of cases) {
+    const x = io()
+    t.equal(await main(argv, {}, x), code, argv.join(' '))
+    t.match(x.errText(), err, argv.join(' '))
+  }
+  const x = io()
+  t.equal(await main(['ring', '--help'], {}, x), 0)
+  t.match(x.outText(), /sipring ring/)
+})

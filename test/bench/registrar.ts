@@ -1,6 +1,6 @@
 /**
  * Registrar benchmark (not a test). From the repo root:
- *   node --import tsx --conditions=sipring-source packages/registrar/bench/bench.ts [N]
+ *   node --import tsx --conditions=sipring-source test/bench/registrar.ts [N]
  * Parses N REGISTERs from wire bytes, handles them and serializes the 200 (the registrar's share of
  * a super node's REGISTER path, without transactions and sockets).
  */

@@ -1,7 +1,7 @@
 /**
  * Round-trip latency and throughput of the overlay stream between two libp2p nodes on loopback TCP.
  *
- *   cd /work/main && node --import tsx --conditions=sipring-source packages/overlay-libp2p/bench/rtt.ts [--n 5000] [--inflight 64] [--seconds 3] [--ip6] [--memory]
+ *   node --import tsx --conditions=sipring-source test/bench/overlay-rtt.ts [--n 5000] [--inflight 64] [--seconds 3] [--ip6] [--memory]
  *
  * Targets: p50 ≤ 0.3 ms, p99 ≤ 2 ms for a small request over the kept stream.
  */
