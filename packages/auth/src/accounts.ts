@@ -95,7 +95,8 @@ export interface AccountStore {
   onChange(fn: (c: AccountChange) => void): () => void
 }
 
-export type AccountErrorCode = 'EINVAL' | 'EEXIST' | 'ENOTFOUND'
+/** `EUNAVAILABLE`: no core node answered (a {@link RemoteAccountStore} with nothing cached). */
+export type AccountErrorCode = 'EINVAL' | 'EEXIST' | 'ENOTFOUND' | 'EUNAVAILABLE'
 
 export class AccountError extends Error {
   constructor (readonly code: AccountErrorCode, message: string) {
@@ -143,14 +144,14 @@ export function validatePassword (pw: unknown): string {
   return pw
 }
 
-function validateMaxContacts (n: unknown): number {
+export function validateMaxContacts (n: unknown): number {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > ACCOUNT_LIMITS.maxContacts) {
     throw new AccountError('EINVAL', `maxContacts must be an integer from 1 to ${ACCOUNT_LIMITS.maxContacts}`)
   }
   return n
 }
 
-function validateDisplayName (s: unknown): string {
+export function validateDisplayName (s: unknown): string {
   if (typeof s !== 'string' || s.length > ACCOUNT_LIMITS.maxDisplayNameLength) throw new AccountError('EINVAL', `displayName must be a string of at most ${ACCOUNT_LIMITS.maxDisplayNameLength} characters`)
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x1f\x7f"]/.test(s)) throw new AccountError('EINVAL', 'displayName contains control characters or quotes')
@@ -173,12 +174,12 @@ export function normalizeAor (aor: unknown, what = 'aor'): string {
   return n
 }
 
-function validatePolicy (p: unknown): GroupPolicy {
+export function validatePolicy (p: unknown): GroupPolicy {
   if (typeof p !== 'string' || !(GROUP_POLICIES as readonly string[]).includes(p)) throw new AccountError('EINVAL', `policy must be one of ${GROUP_POLICIES.join(', ')}`)
   return p as GroupPolicy
 }
 
-function validateMembers (m: unknown): string[] {
+export function validateMembers (m: unknown): string[] {
   if (!Array.isArray(m)) throw new AccountError('EINVAL', 'members must be a list of AORs')
   const out: string[] = []
   for (const x of m) {
@@ -198,10 +199,10 @@ export function computeHa1 (user: string, realm: string, password: string): Ha1S
   }
 }
 
-const USER_PREFIX = 'auth!user!'
-const GROUP_PREFIX = 'auth!group!'
-const userKey = (user: string, realm: string): string => `${USER_PREFIX}${realm}!${user}`
-const groupKey = (aor: string): string => `${GROUP_PREFIX}${aor}`
+export const USER_PREFIX = 'auth!user!'
+export const GROUP_PREFIX = 'auth!group!'
+export const userKey = (user: string, realm: string): string => `${USER_PREFIX}${realm}!${user}`
+export const groupKey = (aor: string): string => `${GROUP_PREFIX}${aor}`
 
 export interface LevelAccountStoreOptions {
   db: AccountDb
@@ -213,8 +214,8 @@ export interface LevelAccountStoreOptions {
  * `auth!group!<aor>` (JSON values). Writes to one key are serialized in-process.
  */
 export class LevelAccountStore implements AccountStore {
-  private readonly db: AccountDb
-  private readonly clock: Clock
+  protected readonly db: AccountDb
+  protected readonly clock: Clock
   private readonly listeners = new Set<(c: AccountChange) => void>()
   private chain: Promise<unknown> = Promise.resolve()
 
@@ -233,20 +234,20 @@ export class LevelAccountStore implements AccountStore {
     return () => { this.listeners.delete(fn) }
   }
 
-  private emit (c: AccountChange): void {
+  protected emit (c: AccountChange): void {
     for (const fn of this.listeners) {
       try { fn(c) } catch {}
     }
   }
 
   /** Run read-modify-write operations one at a time (no lost updates between two admin calls). */
-  private serial<T> (fn: () => Promise<T>): Promise<T> {
+  protected serial<T> (fn: () => Promise<T>): Promise<T> {
     const p = this.chain.then(fn, fn)
     this.chain = p.catch(() => {})
     return p
   }
 
-  private async getJson<T> (key: string): Promise<T | undefined> {
+  protected async getJson<T> (key: string): Promise<T | undefined> {
     await this.open()
     const raw = await this.db.get(key, { valueEncoding: 'utf8' }) as string | undefined
     if (raw === undefined || raw === null) return undefined
@@ -255,6 +256,16 @@ export class LevelAccountStore implements AccountStore {
 
   private async put (key: string, value: unknown): Promise<void> {
     await this.db.put(key, JSON.stringify(value), { valueEncoding: 'utf8' })
+  }
+
+  /**
+   * Store (or, with `undefined`, delete) the record under `key` (`auth!user!…` / `auth!group!…`).
+   * Every write of the store goes through here, inside {@link serial}: a replicated store overrides it
+   * to version the record (see AccountReplica).
+   */
+  protected async write (key: string, value: Account | Group | undefined): Promise<void> {
+    if (value === undefined) await this.db.del(key)
+    else await this.put(key, value)
   }
 
   async getUser (user: string, realm: string): Promise<Account | undefined> {
@@ -278,7 +289,7 @@ export class LevelAccountStore implements AccountStore {
         ...(displayName !== undefined ? { displayName } : {}),
         created: now, updated: now
       }
-      await this.put(userKey(user, realm), acc)
+      await this.write(userKey(user, realm), acc)
       this.emit({ kind: 'user', user, realm })
       return acc
     })
@@ -302,7 +313,7 @@ export class LevelAccountStore implements AccountStore {
       else if (maxContacts !== undefined) next.maxContacts = maxContacts
       if (displayName === null) delete next.displayName
       else if (displayName !== undefined) next.displayName = displayName
-      await this.put(userKey(user, r), next)
+      await this.write(userKey(user, r), next)
       this.emit({ kind: 'user', user, realm: r })
       return next
     })
@@ -313,7 +324,7 @@ export class LevelAccountStore implements AccountStore {
     const r = validateRealm(realm)
     return await this.serial(async () => {
       if (await this.getUser(user, r) === undefined) return false
-      await this.db.del(userKey(user, r))
+      await this.write(userKey(user, r), undefined)
       this.emit({ kind: 'user', user, realm: r })
       return true
     })
@@ -346,7 +357,7 @@ export class LevelAccountStore implements AccountStore {
       if (await this.getJson(groupKey(aor)) !== undefined) throw new AccountError('EEXIST', `group ${aor} already exists`)
       const now = this.clock.now()
       const group: Group = { aor, members, policy, created: now, updated: now }
-      await this.put(groupKey(aor), group)
+      await this.write(groupKey(aor), group)
       this.emit({ kind: 'group', aor })
       return group
     })
@@ -369,7 +380,7 @@ export class LevelAccountStore implements AccountStore {
       if (members.length > ACCOUNT_LIMITS.maxGroupMembers) throw new AccountError('EINVAL', `a group has at most ${ACCOUNT_LIMITS.maxGroupMembers} members`)
       if (members.includes(a)) throw new AccountError('EINVAL', 'a group cannot be its own member')
       const next: Group = { ...cur, members, ...(policy !== undefined ? { policy } : {}), updated: this.clock.now() }
-      await this.put(groupKey(a), next)
+      await this.write(groupKey(a), next)
       this.emit({ kind: 'group', aor: a })
       return next
     })
@@ -379,7 +390,7 @@ export class LevelAccountStore implements AccountStore {
     const a = normalizeAor(aor, 'group')
     return await this.serial(async () => {
       if (await this.getJson(groupKey(a)) === undefined) return false
-      await this.db.del(groupKey(a))
+      await this.write(groupKey(a), undefined)
       this.emit({ kind: 'group', aor: a })
       return true
     })

@@ -237,7 +237,7 @@ export function createAccountsAdmin (init: AccountsAdminInit): AccountsAdmin {
           return
         }
         if (err instanceof AccountError) {
-          send(res, err.code === 'EEXIST' ? 409 : err.code === 'ENOTFOUND' ? 404 : 400, { error: err.message }); return
+          send(res, err.code === 'EEXIST' ? 409 : err.code === 'ENOTFOUND' ? 404 : err.code === 'EUNAVAILABLE' ? 503 : 400, { error: err.message }, err.code === 'EUNAVAILABLE' ? { 'Retry-After': '5' } : {}); return
         }
         init.logger.error({ err: (err as Error).message, url: url.pathname }, 'accounts admin request failed')
         send(res, 500, { error: 'internal error' })

@@ -9,3 +9,4 @@ export { startDaemon, DaemonError, formatEndpoint, type Daemon, type DaemonDeps 
 export { main, mainHelp, statusHelp, formatStatus, fetchJson, type Io } from './main.js'
 export { VERSION } from './version.js'
 export { overlayCommand, nodeCommand, overlayHelp, nodeHelp, loadAdmission, MAX_CREDENTIAL_DAYS } from './enroll.js'
+export { startCoreDaemon, type CoreDaemon } from './core.js'

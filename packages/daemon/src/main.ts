@@ -4,7 +4,8 @@
  */
 import { request } from 'node:http'
 import { ConfigError, UsageError, loadConfig, startHelp } from './config.js'
-import { DaemonError, formatEndpoint, startDaemon, type Daemon } from './run.js'
+import { DaemonError, formatEndpoint, startDaemon } from './run.js'
+import { startCoreDaemon } from './core.js'
 import { createPinoLogger, cryptoRng, systemClock } from './system.js'
 import { VERSION } from './version.js'
 import { groupCommand, groupHelp, userCommand, userHelp } from './accounts-cli.js'
@@ -34,6 +35,7 @@ export function mainHelp (): string {
     '',
     'Usage:',
     '  sipring start [options]           start a super node (see `sipring start --help`)',
+    '  sipring start --role core …       start a core node (accounts replicated among core nodes)',
     '  sipring status [--admin H:P] [--json]',
     '                                    show a running node\'s status (admin API, default 127.0.0.1:5080)',
     '  sipring ring [--admin H:P] [--json]',
@@ -135,9 +137,10 @@ async function startCommand (args: string[], env: NodeJS.ProcessEnv, io: Io): Pr
     throw err
   }
   const { logger, pino } = createPinoLogger({ level: config.logLevel })
-  let daemon: Daemon
+  let daemon: { stop(): Promise<void> }
   try {
-    daemon = await startDaemon(config, { clock: systemClock, rng: cryptoRng, logger })
+    const deps = { clock: systemClock, rng: cryptoRng, logger }
+    daemon = config.role === 'core' ? await startCoreDaemon(config, deps) : await startDaemon(config, deps)
   } catch (err) {
     const code = err instanceof DaemonError ? err.exitCode : 1
     logger.error({ err: (err as Error).message }, 'start failed')
@@ -204,6 +207,20 @@ function duration (s: number): string {
 export function formatStatus (s: Record<string, any>): string {
   const counts = (s.counts ?? {}) as Record<string, unknown>
   const row = (k: string, v: unknown): string => `  ${k.padEnd(14)}${String(v)}`
+  if (s.role === 'core') {
+    const core = (s.core ?? {}) as Record<string, any>
+    const peers = Array.isArray(core.peers) ? core.peers as Array<Record<string, any>> : []
+    return [
+      `sipring core node ${String(s.nodeId)} (version ${String(s.version)})`,
+      row('uptime', duration(Number(s.uptimeSeconds ?? 0))),
+      row('admin', s.admin ?? '-'),
+      row('data dir', s.dataDir ?? '-'),
+      row('accounts', `${String(core.users ?? '-')} user(s), ${String(core.groups ?? '-')} group(s), ${String(core.tombstones ?? '-')} tombstone(s)`),
+      ...peers.map(p => row('core peer', `${String(p.id)} ${p.reachable === true ? 'reachable' : 'unreachable'}${p.lastSync !== undefined ? `, synced ${new Date(Number(p.lastSync)).toISOString()}` : ''}${p.lastError !== undefined ? ` (${String(p.lastError)})` : ''}`)),
+      row('readers', core.subscribers ?? 0),
+      row('address', Array.isArray(s.overlay?.multiaddrs) && s.overlay.multiaddrs.length > 0 ? `--core-node ${String(s.overlay.multiaddrs[0])}` : '-')
+    ].join('\n')
+  }
   return [
     `sipring node ${String(s.nodeId)} (version ${String(s.version)})`,
     row('uptime', `${duration(Number(s.uptimeSeconds ?? 0))}${s.startedAt !== undefined ? ` (since ${String(s.startedAt)})` : ''}`),
