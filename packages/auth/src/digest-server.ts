@@ -3,15 +3,22 @@
  *
  * - REGISTER is challenged with `401` + `WWW-Authenticate`, other initial requests with `407` +
  *   `Proxy-Authenticate`; one challenge per offered algorithm (SHA-256 first, then MD5), qop="auth".
- * - Nonces are stateless: `<ts hex>.<random>.<HMAC-SHA256(secret, ts|random|realm)>`, so any super node
- *   sharing the secret accepts them; an expired nonce with a correct response gets `stale=true`.
- * - nc values are tracked per nonce (bounded LRU) to refuse replays.
+ * - Nonces are stateless: `<ts hex>.<random>.<node>.<HMAC-SHA256(secret, ts|random|node|realm)>` where
+ *   `<node>` names the issuing node (8 characters of SHA-256 of its node id). Every super node sharing
+ *   the secret recognises them, but only the issuer accepts them: the nc (nonce-count) replay window
+ *   lives in the issuer's memory, so a request carrying another node's nonce (with a correct response)
+ *   is answered with a fresh challenge of our own with `stale=true` (RFC 7616 §3.3: the client retries
+ *   with the same credentials and our nonce, without asking its user). No request replayed to another
+ *   super node can pass. An expired nonce with a correct response gets `stale=true` as well.
+ * - nc values are tracked per nonce (bounded LRU) to refuse replays: a value already used, or more than
+ *   `ncWindow` below the highest seen, is refused (`ncWindow: 1` = strictly increasing). A nonce issued
+ *   before this server started (a restart) or forgotten by the LRU cannot be tracked: `stale=true`.
  * - ACK, CANCEL (RFC 3261 §9.2: never challenged), in-dialog requests (To tag) and OPTIONS pings to
  *   the server itself (Request-URI without user part) pass unchallenged.
  * - Failed authentications are counted per source IP and per user; past the limit the key is banned
  *   for a while (`403` + Retry-After by default).
  */
-import { createHmac, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import type { Clock, Logger, Rng, Source } from '@sipring/interface'
 import { silentLogger } from '@sipring/interface'
 import {
@@ -41,6 +48,11 @@ export interface DigestLimits {
   maxCachedCredentials: number
   /** Longest accepted username / parameter value (default 256 characters). */
   maxParamLength: number
+  /**
+   * nc values accepted out of order below the highest seen for a nonce (1–32, default 32): a client
+   * sending requests in parallel on one nonce may have them arrive reordered. 1 = strictly increasing.
+   */
+  ncWindow: number
 }
 
 export const DEFAULT_DIGEST_LIMITS: Readonly<DigestLimits> = Object.freeze({
@@ -52,7 +64,8 @@ export const DEFAULT_DIGEST_LIMITS: Readonly<DigestLimits> = Object.freeze({
   maxTracked: 100_000,
   maxTrackedNonces: 100_000,
   maxCachedCredentials: 100_000,
-  maxParamLength: 256
+  maxParamLength: 256,
+  ncWindow: 32
 })
 
 export interface DigestServerOptions {
@@ -64,6 +77,11 @@ export interface DigestServerOptions {
   realm: string
   /** Node secret for nonce HMACs (≥ 16 bytes); share it among super nodes. Default: 32 bytes from the Rng. */
   secret?: Uint8Array
+  /**
+   * This node's id (the overlay id of the super node), bound into every nonce it issues: only this
+   * node accepts them, another node answers `stale=true` with its own. Default: a random token.
+   */
+  nodeId?: string
   /** Challenge algorithms in order of preference (default SHA-256, MD5). */
   algorithms?: ChallengeAlgorithm[]
   /** Nonce lifetime (default 300 s; then `stale=true`). */
@@ -91,6 +109,8 @@ export interface DigestStats {
   exempt: number
   failures: number
   stale: number
+  /** Correct credentials on a nonce issued by another node: answered with our own nonce, stale=true. */
+  foreignNonces: number
   replays: number
   badNonces: number
   malformed: number
@@ -105,7 +125,16 @@ export interface DigestStats {
 interface NcState { max: number, mask: number, ts: number }
 
 const NC_WINDOW = 32
-const NONCE_RE = /^([0-9a-f]{1,13})\.([0-9a-z]{12})\.([A-Za-z0-9_-]{22})$/
+/** `<ts>.<rand>.<node>.<mac>`; nonces of earlier versions had no `<node>` (recognised, answered stale). */
+const NONCE_RE = /^([0-9a-f]{1,13})\.([0-9a-z]{12})\.(?:([A-Za-z0-9_-]{8})\.)?([A-Za-z0-9_-]{22})$/
+
+/** The 8-character tag of a node id carried in its nonces. */
+export function nonceNodeTag (nodeId: string): string {
+  return createHash('sha256').update(nodeId).digest().subarray(0, 6).toString('base64url')
+}
+
+/** What a nonce says once its MAC checked out. */
+interface NonceInfo { ts: number, ours: boolean }
 
 /** Parsed credentials of one Authorization line. */
 interface Credentials {
@@ -130,6 +159,11 @@ export class DigestServer {
   private readonly rng: Rng
   private readonly log: Logger
   private readonly secret: Buffer
+  readonly nodeId: string
+  private readonly nodeTag: string
+  /** Nonces issued before this time (by an earlier run of this node) cannot be tracked: stale. */
+  private readonly bootTs: number
+  private readonly ncWindow: number
   private readonly algorithms: ChallengeAlgorithm[]
   private readonly nonceTtlMs: number
   private readonly credentialTtlMs: number
@@ -148,7 +182,7 @@ export class DigestServer {
   private readonly unsubscribe: (() => void) | undefined
   private readonly dummyHa1: string
   private readonly counters = {
-    challenges: 0, authenticated: 0, exempt: 0, failures: 0, stale: 0, replays: 0, badNonces: 0,
+    challenges: 0, authenticated: 0, exempt: 0, failures: 0, stale: 0, foreignNonces: 0, replays: 0, badNonces: 0,
     malformed: 0, forbidden: 0, bannedRejects: 0, cacheHits: 0, cacheMisses: 0
   }
 
@@ -161,6 +195,10 @@ export class DigestServer {
     const secret = o.secret ?? this.rng.bytes(32)
     if (secret.length < 16) throw new TypeError('DigestServer: secret must be at least 16 bytes')
     this.secret = Buffer.from(secret)
+    this.nodeId = o.nodeId ?? this.rng.token(16)
+    if (typeof this.nodeId !== 'string' || this.nodeId.length === 0) throw new TypeError('DigestServer: nodeId must be a non-empty string')
+    this.nodeTag = nonceNodeTag(this.nodeId)
+    this.bootTs = Math.floor(o.clock.now())
     this.algorithms = o.algorithms ?? ['SHA-256', 'MD5']
     if (this.algorithms.length === 0) throw new TypeError('DigestServer: at least one algorithm')
     this.nonceTtlMs = o.nonceTtlMs ?? 300_000
@@ -169,6 +207,9 @@ export class DigestServer {
     this.exemptServerOptions = o.exemptServerOptions ?? true
     this.trusted = o.trusted
     this.limits = Object.freeze({ ...DEFAULT_DIGEST_LIMITS, ...o.limits })
+    const w = this.limits.ncWindow
+    if (!Number.isInteger(w) || w < 1 || w > NC_WINDOW) throw new TypeError(`DigestServer: limits.ncWindow must be an integer in 1..${NC_WINDOW}`)
+    this.ncWindow = w
     this.accounts = o.accounts
     const l = this.limits
     this.sources = new FailureLimiter({ clock: o.clock, maxFailures: l.maxFailuresPerSource, windowMs: l.failureWindowMs, banMs: l.banMs, maxEntries: l.maxTracked })
@@ -200,48 +241,51 @@ export class DigestServer {
 
   // ---------------------------------------------------------------- nonces
 
-  /** A fresh nonce bound to the current time and the node secret. */
+  /** A fresh nonce bound to the current time, this node and the shared secret. */
   newNonce (): string {
     const ts = Math.max(0, Math.floor(this.clock.now())).toString(16)
     const rand = this.rng.token(12).toLowerCase().replace(/[^0-9a-z]/g, '0').padEnd(12, '0').slice(0, 12)
-    return `${ts}.${rand}.${this.mac(ts, rand)}`
+    return `${ts}.${rand}.${this.nodeTag}.${this.mac(ts, rand, this.nodeTag)}`
   }
 
-  private mac (ts: string, rand: string): string {
-    return createHmac('sha256', this.secret).update(`${ts}|${rand}|${this.realm}`).digest().subarray(0, 16).toString('base64url')
+  private mac (ts: string, rand: string, node: string | undefined): string {
+    const text = node === undefined ? `${ts}|${rand}|${this.realm}` : `${ts}|${rand}|${node}|${this.realm}`
+    return createHmac('sha256', this.secret).update(text).digest().subarray(0, 16).toString('base64url')
   }
 
-  /** undefined = not ours (forged, other secret); else the nonce's issue time. */
-  private nonceTime (nonce: string): number | undefined {
+  /** undefined = no nonce of the overlay (forged, other secret); else its issue time and whether we issued it. */
+  private nonceInfo (nonce: string): NonceInfo | undefined {
     const m = NONCE_RE.exec(nonce)
     if (m === null) return undefined
-    const expect = Buffer.from(this.mac(m[1]!, m[2]!), 'latin1')
-    const got = Buffer.from(m[3]!, 'latin1')
+    const expect = Buffer.from(this.mac(m[1]!, m[2]!, m[3]), 'latin1')
+    const got = Buffer.from(m[4]!, 'latin1')
     if (expect.length !== got.length || !timingSafeEqual(expect, got)) return undefined
-    return parseInt(m[1]!, 16)
+    return { ts: parseInt(m[1]!, 16), ours: m[3] === this.nodeTag }
   }
 
-  /** Record `nc` for `nonce`; false when it was already used (replay). */
-  private useNc (nonce: string, ts: number, nc: number): boolean {
+  /**
+   * Record `nc` for `nonce`: 'ok', 'replay' (already used, or too far behind), or 'untracked' (a nonce
+   * older than one the LRU forgot, or issued before this server started: it may have been used).
+   */
+  private useNc (nonce: string, ts: number, nc: number): 'ok' | 'replay' | 'untracked' {
     const st = this.ncs.get(nonce)
     if (st === undefined) {
-      // an unknown nonce older than one we forgot may have been used already: refuse (client gets a new one)
-      if (ts <= this.evictedTs) return false
+      if (ts <= this.evictedTs || ts < this.bootTs) return 'untracked'
       this.ncs.set(nonce, { max: nc, mask: 1, ts })
-      return true
+      return 'ok'
     }
     if (nc > st.max) {
       const shift = nc - st.max
       st.mask = shift >= NC_WINDOW ? 1 : ((st.mask << shift) | 1) >>> 0
       st.max = nc
-      return true
+      return 'ok'
     }
     const back = st.max - nc
-    if (back >= NC_WINDOW) return false
+    if (back >= this.ncWindow) return 'replay'
     const bit = (1 << back) >>> 0
-    if ((st.mask & bit) !== 0) return false
+    if ((st.mask & bit) !== 0) return 'replay'
     st.mask = (st.mask | bit) >>> 0
-    return true
+    return 'ok'
   }
 
   // ---------------------------------------------------------------- responses
@@ -321,8 +365,8 @@ export class DigestServer {
     const userBan = this.users.banned(creds.username)
     if (userBan > 0) return this.banned(req, userBan, ' for this user')
 
-    const ts = this.nonceTime(creds.nonce)
-    if (ts === undefined) {
+    const nonce = this.nonceInfo(creds.nonce)
+    if (nonce === undefined) {
       this.counters.badNonces++
       return { action: 'respond', response: this.challengeResponse(req, false) }
     }
@@ -331,7 +375,13 @@ export class DigestServer {
       return this.refuse(req, 400, 'Bad Request (digest uri does not match the Request-URI)')
     }
 
-    const account = await this.lookup(creds.username)
+    let account: Account | undefined
+    try {
+      account = await this.lookup(creds.username)
+    } catch {
+      // the accounts are out of reach (no core node answered, nothing cached): not the user's fault
+      return this.refuse(req, 503, 'Service Unavailable (accounts unreachable)', 5000)
+    }
     // an unknown user costs the same hashing as a known one (no timing oracle for user names)
     const ha1 = (account === undefined ? undefined : ha1For(account, creds.algorithm)) ?? this.dummyHa1
     const expected = digestResponse({
@@ -342,11 +392,24 @@ export class DigestServer {
     if (!ok) return this.failure(req, ip, creds.username, account === undefined ? 'unknown user' : 'wrong response')
 
     const now = this.clock.now()
+    const ts = nonce.ts
     if (now - ts > this.nonceTtlMs || ts - now > 60_000) {
       this.counters.stale++
       return { action: 'respond', response: this.challengeResponse(req, true) }
     }
-    if (!this.useNc(creds.nonce, ts, parseInt(creds.nc, 16))) {
+    if (!nonce.ours) {
+      // another super node's nonce: its nc window lives there, so it is never accepted here (a replay
+      // of a request authenticated there would pass); the client retries at once with our nonce
+      this.counters.foreignNonces++
+      this.log.debug({ user: creds.username, source: ip }, 'digest nonce issued by another node; challenging with stale=true')
+      return { action: 'respond', response: this.challengeResponse(req, true) }
+    }
+    const used = this.useNc(creds.nonce, ts, parseInt(creds.nc, 16))
+    if (used === 'untracked') {
+      this.counters.stale++
+      return { action: 'respond', response: this.challengeResponse(req, true) }
+    }
+    if (used === 'replay') {
       this.counters.replays++
       this.log.debug({ user: creds.username, source: ip, nc: creds.nc }, 'digest nc replayed; challenging again')
       return { action: 'respond', response: this.challengeResponse(req, false) }
@@ -451,6 +514,7 @@ export class DigestServer {
         },
         (err: unknown) => {
           this.log.error({ user, err: (err as Error).message }, 'account lookup failed')
+          if ((err as { code?: unknown }).code === 'EUNAVAILABLE') throw err // answered 503, not counted as a failure
           return undefined
         }
       ).finally(() => { this.inflight.delete(key) })

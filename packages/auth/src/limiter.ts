@@ -99,4 +99,5 @@ export class LruMap<K, V> {
   delete (k: K): boolean { return this.map.delete(k) }
   clear (): void { this.map.clear() }
   get size (): number { return this.map.size }
+  values (): IterableIterator<V> { return this.map.values() }
 }

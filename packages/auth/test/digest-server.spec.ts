@@ -1,4 +1,5 @@
 import t from 'tap'
+import { createHmac } from 'node:crypto'
 import { MemoryLevel } from 'memory-level'
 import { SimClock, SeededRng, MemoryLogger } from '@sipring/testkit'
 import type { Source } from '@sipring/interface'
@@ -233,15 +234,105 @@ t.test('stale nonce → 401 stale=true (only with a correct response); forged no
   tt.equal(auth2.stats().badNonces, 1)
 })
 
-t.test('nonces are valid on another node sharing the secret, not on one with another secret', async tt => {
+t.test('nonces are bound to their node: a replay to node B of a request authenticated at A is refused', async tt => {
   const secret = new Uint8Array(32).fill(9)
-  const a = await setup({ secret })
-  const b = await setup({ secret })
-  const c = await setup({ secret: new Uint8Array(32).fill(1) })
+  const a = await setup({ secret, nodeId: 'node-A' })
+  const b = await setup({ secret, nodeId: 'node-B' })
+  const c = await setup({ secret: new Uint8Array(32).fill(1), nodeId: 'node-C' })
   const ch = await respond(a.auth, request('REGISTER'))
-  tt.equal((await b.auth.authenticate(answer(request('REGISTER'), ch, 'alice', 'alice-pw'), src())).action, 'pass')
-  tt.equal((await respond(c.auth, answer(request('REGISTER'), ch, 'alice', 'alice-pw'))).status, 401)
+  tt.match(ch.get('www-authenticate')!, /nonce="[0-9a-f]+\.[0-9a-z]{12}\.[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]{22}"/, 'nonce names its node')
+  const signed = answer(request('REGISTER'), ch, 'alice', 'alice-pw')
+  tt.equal((await a.auth.authenticate(signed.clone(), src())).action, 'pass', 'A accepts its own nonce')
+  // an attacker replays the exact request to B, then with other nc values: never passes
+  for (const r of [signed.clone(), answer(request('REGISTER'), ch, 'alice', 'alice-pw', { nc: 2 }), answer(request('REGISTER'), ch, 'alice', 'alice-pw', { nc: 1000 })]) {
+    const res = await respond(b.auth, r, src('203.0.113.66'))
+    tt.equal(res.status, 401, 'B refuses A\'s nonce')
+    tt.match(res.get('www-authenticate')!, /stale=true/, 'with a challenge of its own, stale=true')
+    tt.not(parseAuthHeader(res.get('www-authenticate')!).params.get('nonce'), parseAuthHeader(ch.get('www-authenticate')!).params.get('nonce'))
+  }
+  tt.equal(b.auth.stats().foreignNonces, 3)
+  tt.equal(b.auth.stats().authenticated, 0)
+  tt.equal(b.auth.stats().failures, 0, 'not counted as password failures')
+  // replays at A itself are refused as before
+  tt.equal((await respond(a.auth, signed.clone())).status, 401)
+  tt.equal(a.auth.stats().replays, 1)
+  // a wrong password on A's nonce at B is a failure, not stale
+  const wrong = await respond(b.auth, answer(request('REGISTER'), ch, 'alice', 'nope'))
+  tt.notMatch(wrong.get('www-authenticate')!, /stale/)
+  tt.equal(b.auth.stats().failures, 1)
+  // a node with another secret does not recognise the nonce at all
+  tt.notMatch((await respond(c.auth, answer(request('REGISTER'), ch, 'alice', 'alice-pw'))).get('www-authenticate')!, /stale/)
+  tt.equal(c.auth.stats().badNonces, 1)
   tt.throws(() => new DigestServer({ clock: a.clock, rng: new SeededRng(1), accounts: a.accounts, realm: REALM, secret: new Uint8Array(8) }), /at least 16 bytes/)
+})
+
+t.test('a client moving from node A to node B re-authenticates once with stale=true, then passes', async tt => {
+  const secret = new Uint8Array(32).fill(9)
+  const a = await setup({ secret, nodeId: 'node-A' })
+  const b = await setup({ secret, nodeId: 'node-B' })
+  const chA = await respond(a.auth, request('REGISTER'))
+  tt.equal((await a.auth.authenticate(answer(request('REGISTER'), chA, 'alice', 'alice-pw', { nc: 1 }), src())).action, 'pass')
+  tt.equal((await a.auth.authenticate(answer(request('REGISTER'), chA, 'alice', 'alice-pw', { nc: 2 }), src())).action, 'pass')
+  // A fails over to B: the client keeps its nonce (nc 3), B answers stale=true with its own nonce
+  const stale = await respond(b.auth, answer(request('REGISTER'), chA, 'alice', 'alice-pw', { nc: 3 }))
+  tt.equal(stale.status, 401)
+  tt.equal(stale.getAll('www-authenticate').length, 2, 'one challenge per algorithm')
+  for (const v of stale.getAll('www-authenticate')) tt.match(v, /stale=true/)
+  // same credentials, B's nonce, nc restarts at 1 (RFC 7616 §3.4: new nonce)
+  const r1 = answer(request('REGISTER'), stale, 'alice', 'alice-pw', { nc: 1 })
+  tt.equal((await b.auth.authenticate(r1.clone(), src())).action, 'pass', 'passes with B\'s nonce')
+  tt.equal((await b.auth.authenticate(answer(request('REGISTER'), stale, 'alice', 'alice-pw', { nc: 2 }), src())).action, 'pass', 'and keeps passing')
+  tt.equal((await respond(b.auth, r1.clone())).status, 401, 'B tracks nc of its own nonce')
+  // the way back: B's nonce at A is foreign too
+  tt.match((await respond(a.auth, answer(request('REGISTER'), stale, 'alice', 'alice-pw', { nc: 3 }))).get('www-authenticate')!, /stale=true/)
+  tt.same({ foreign: b.auth.stats().foreignNonces, challenges: b.auth.stats().challenges }, { foreign: 1, challenges: 2 }, 'one stale challenge, one for the replay')
+})
+
+t.test('nc going backwards is refused: used values, values behind the window, any lower value with ncWindow 1', async tt => {
+  const { auth } = await setup({ nodeId: 'n' })
+  const ch = await respond(auth, request('REGISTER'))
+  const go = async (nc: number): Promise<number | 'pass'> => {
+    const o = await auth.authenticate(answer(request('REGISTER'), ch, 'alice', 'alice-pw', { nc }), src())
+    return o.action === 'pass' ? 'pass' : o.response.status
+  }
+  tt.equal(await go(40), 'pass')
+  tt.equal(await go(40), 401, 'same nc')
+  tt.equal(await go(8), 401, '32 behind: outside the window')
+  tt.equal(await go(9), 'pass', '31 behind, unused: reordered parallel request')
+  tt.equal(await go(9), 401)
+  const strict = await setup({ nodeId: 'n', limits: { ncWindow: 1 } })
+  const ch2 = await respond(strict.auth, request('REGISTER'))
+  const go2 = async (nc: number): Promise<string> => (await strict.auth.authenticate(answer(request('REGISTER'), ch2, 'alice', 'alice-pw', { nc }), src())).action
+  tt.equal(await go2(1), 'pass'); tt.equal(await go2(3), 'pass')
+  tt.equal(await go2(2), 'respond', 'ncWindow 1: 2 after 3 refused')
+  tt.equal(await go2(3), 'respond')
+  tt.equal(await go2(4), 'pass')
+  tt.equal(strict.auth.stats().replays, 2)
+  for (const w of [0, 33, 1.5]) {
+    tt.throws(() => new DigestServer({ clock: strict.clock, rng: new SeededRng(1), accounts: strict.accounts, realm: REALM, limits: { ncWindow: w } }), /ncWindow/)
+  }
+})
+
+t.test('after a restart (same node id) nonces of the earlier run are stale, not replayable', async tt => {
+  const secret = new Uint8Array(32).fill(9)
+  const first = await setup({ secret, nodeId: 'node-A' })
+  const ch = await respond(first.auth, request('REGISTER'))
+  const signed = answer(request('REGISTER'), ch, 'alice', 'alice-pw')
+  tt.equal((await first.auth.authenticate(signed.clone(), src())).action, 'pass')
+  first.clock.advance(5_000)
+  const again = new DigestServer({ clock: first.clock, rng: new SeededRng(8), accounts: first.accounts, realm: REALM, secret, nodeId: 'node-A' })
+  const res = await respond(again, signed.clone())
+  tt.equal(res.status, 401, 'the captured request is refused by the restarted node')
+  tt.match(res.get('www-authenticate')!, /stale=true/)
+  tt.equal((await again.authenticate(answer(request('REGISTER'), res, 'alice', 'alice-pw'), src())).action, 'pass')
+  // a nonce of the earlier format (no node part, HMAC over ts|rand|realm) is recognised and answered stale
+  const ts = Math.floor(first.clock.now()).toString(16)
+  const legacy = `${ts}.abcdefghijkl.${createHmac('sha256', Buffer.from(secret)).update(`${ts}|abcdefghijkl|${REALM}`).digest().subarray(0, 16).toString('base64url')}`
+  const old = res.clone()
+  old.set('www-authenticate', res.get('www-authenticate')!.replace(/nonce="[^"]+"/, `nonce="${legacy}"`).replace(/, stale=true/, ''))
+  const lres = await respond(again, answer(request('REGISTER'), old, 'alice', 'alice-pw'))
+  tt.match(lres.get('www-authenticate')!, /stale=true/, 'legacy nonce: stale=true')
+  tt.equal(again.stats().foreignNonces, 1)
 })
 
 t.test('identity: REGISTER To and INVITE From must be the authenticated user (403)', async tt => {

@@ -175,7 +175,8 @@ t.test('daemon with auth on: token and secret files, admin API, 401 then 200, CL
   t.equal(down.code, 1)
   t.match(down.err, /admin API at 127\.0\.0\.1:1 cannot be reached/)
 
-  // secret persists across restarts (nonces stay valid across a restart and across nodes sharing it)
+  // secret persists across restarts (nonces of one node are recognised by the others sharing it); a
+  // nonce from before the restart is answered stale=true: its nc history is gone, so it could be replayed
   const secret = readFileSync(join(dir, 'auth-secret'), 'utf8')
   await d.stop()
   const d2 = await startDaemon(cfg, { clock: systemClock, rng: cryptoRng, logger: new MemoryLogger() })
@@ -183,7 +184,13 @@ t.test('daemon with auth on: token and secret files, admin API, 401 then 200, CL
   t.equal(readFileSync(join(dir, 'auth-secret'), 'utf8'), secret)
   t.equal(readFileSync(join(dir, 'admin-token'), 'utf8').trim(), token)
   const authz2 = authz.replace('nc=00000001', 'nc=00000002').replace(/response="[^"]+"/, `response="${digestResponse({ algorithm: 'SHA-256', ha1: ha1('SHA-256', 'alice', 'example.org', 'alice-pw'), nonce: p.get('nonce')!, nc: '00000002', cnonce: 'abc', qop: 'auth', method: 'REGISTER', uri: 'sip:example.org' })}"`)
-  t.match(await register(d2.listeners()[0]!.port, 'alice', authz2), /^SIP\/2\.0 200 OK/, 'a nonce from before the restart is still accepted')
+  const again = await register(d2.listeners()[0]!.port, 'alice', authz2)
+  t.match(again, /^SIP\/2\.0 401 /, 'a nonce from before the restart is not accepted (its nc history is gone)')
+  const p2 = parseAuthHeader(/WWW-Authenticate: (.*)\r\n/.exec(again)![1]!).params
+  t.equal(p2.get('stale'), 'true', 'stale=true: the phone retries with the new nonce without asking its user')
+  const resp3 = digestResponse({ algorithm: 'SHA-256', ha1: ha1('SHA-256', 'alice', 'example.org', 'alice-pw'), nonce: p2.get('nonce')!, nc: '00000001', cnonce: 'abc', qop: 'auth', method: 'REGISTER', uri: 'sip:example.org' })
+  const authz3 = formatAuthHeader({ scheme: 'Digest', params: new Map([['username', 'alice'], ['realm', 'example.org'], ['nonce', p2.get('nonce')!], ['uri', 'sip:example.org'], ['response', resp3], ['algorithm', 'SHA-256'], ['cnonce', 'abc'], ['qop', 'auth'], ['nc', '00000001']]) })
+  t.match(await register(d2.listeners()[0]!.port, 'alice', authz3), /^SIP\/2\.0 200 OK/, 'same password, new nonce: 200')
 })
 
 t.test('help for user and group', async t => {

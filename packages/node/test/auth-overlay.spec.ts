@@ -1,6 +1,7 @@
 /**
- * Digest authentication across super nodes of one overlay: a nonce issued by one node is accepted by
- * another sharing the secret, and a request relayed by a peer super node is not challenged again.
+ * Digest authentication across super nodes of one overlay: a nonce issued by one node is recognised by
+ * another sharing the secret but answered with its own nonce and stale=true (nc replay windows are per
+ * node), and a request relayed by a peer super node is not challenged again.
  */
 import t from 'tap'
 import { MemoryLevel } from 'memory-level'
@@ -44,14 +45,14 @@ function answer (req: SipRequest, ch: SipResponse, user: string, password: strin
   return r
 }
 
-async function exchange (c: Cluster, p: Phone, req: SipRequest, method: string): Promise<SipResponse> {
+async function exchange (c: Cluster, p: Phone, req: SipRequest, method: string, to = p.proxy): Promise<SipResponse> {
   const before = responses(p, method).filter(r => r.status >= 200).length
-  await send(p, req)
+  await send(p, req, to)
   await until(c, () => responses(p, method).filter(r => r.status >= 200).length > before, 5000, 5)
   return responses(p, method).filter(r => r.status >= 200)[before]!
 }
 
-t.test('two authenticating super nodes: a nonce from n1 works on n2; a MESSAGE relayed n1 → n2 is not challenged again', async t => {
+t.test('two authenticating super nodes: n1\'s nonce at n2 → stale=true, then n2\'s passes; a MESSAGE relayed n1 → n2 is not challenged again', async t => {
   const c = cluster(11)
   const accounts = new LevelAccountStore({ db: new MemoryLevel<string, any>() as unknown as AccountDb, clock: c.clock })
   await accounts.addUser({ user: 'alice', realm: 'example.org', password: 'alice-pw' })
@@ -65,14 +66,28 @@ t.test('two authenticating super nodes: a nonce from n1 works on n2; a MESSAGE r
   const alice = await phone(c, 'alice', '10.9.0.1', 'n1', 'udp')
   const bob = await phone(c, 'bob', '10.9.0.2', 'n2', 'udp')
   const bobToN1 = { ...bob.proxy, address: nodeAddress('n1') }
-  // bob gets his challenge from n1 and answers it at n2 (same secret)
+  // bob gets his challenge from n1 and answers it at n2 (same secret): n2 hands him its own nonce
   const reg = request(bob, 'REGISTER', 'sip:example.org', 'sip:bob@example.org', [['contact', `<${bob.contact}>`], ['expires', '600']])
   await send(bob, reg, bobToN1)
   await until(c, () => responses(bob, 'REGISTER').length > 0, 3000, 5)
   const ch = responses(bob, 'REGISTER')[0]!
   t.equal(ch.status, 401)
-  t.equal((await exchange(c, bob, answer(reg, ch, 'bob', 'bob-pw'), 'REGISTER')).status, 200, 'n2 accepts n1\'s nonce')
+  const first = answer(reg, ch, 'bob', 'bob-pw')
+  const stale = await exchange(c, bob, first, 'REGISTER')
+  t.equal(stale.status, 401, 'n2 does not take n1\'s nonce')
+  t.match(stale.get('www-authenticate')!, /stale=true/, 'stale=true: same credentials, new nonce')
+  const second = answer(first, stale, 'bob', 'bob-pw')
+  t.equal((await exchange(c, bob, second, 'REGISTER')).status, 200, 'n2 accepts its own nonce')
+  t.equal(c.nodes.get('n2')!.status().auth!.foreignNonces, 1)
+  // the 200'd REGISTER replayed to n1 (a new transaction, same credentials) does not pass there either
+  const replay = second.clone()
+  replay.set('via', replay.get('via')!.replace(/branch=([^;]+)/, 'branch=$1replay'))
+  replay.set('cseq', replay.get('cseq')!.replace(/^\d+/, n => String(Number(n) + 1)))
+  const replayed = await exchange(c, bob, replay, 'REGISTER', bobToN1)
+  t.equal(replayed.status, 401, 'n1 refuses the replay of n2\'s authenticated REGISTER')
+  t.match(replayed.get('www-authenticate')!, /stale=true/)
   await run(c, 1500)
+  const n2Challenges = c.nodes.get('n2')!.status().auth!.challenges
 
   const msg = request(alice, 'MESSAGE', 'sip:bob@example.org', 'sip:bob@example.org', [['content-type', 'text/plain']])
   msg.body = Buffer.from('hi bob')
@@ -85,6 +100,6 @@ t.test('two authenticating super nodes: a nonce from n1 works on n2; a MESSAGE r
   t.equal(got.length, 1, 'bob got the MESSAGE')
   t.equal(got[0]!.source.address, nodeAddress('n2'), 'through his attachment node n2')
   t.notOk(got[0]!.msg.has('proxy-authorization'), 'credentials stripped')
-  t.equal(c.nodes.get('n2')!.status().auth!.challenges, 0, 'n2 challenged nothing (the relay from n1 is trusted)')
+  t.equal(c.nodes.get('n2')!.status().auth!.challenges, n2Challenges, 'n2 challenged nothing more (the relay from n1 is trusted)')
   t.ok(c.nodes.get('n2')!.status().auth!.exempt >= 1)
 })

@@ -92,9 +92,13 @@ t.test('raw overlay frames from an unadmitted peer never reach the handlers; a s
 t.test('garbage on the admit protocol is a failure, not a crash', async t => {
   const a = await node(nodes, await enrolled())
   const open = await node(nodes)
-  await open.dial(a.multiaddrs()[0]!)
-  const s = await open.libp2p.dialProtocol(peerIdFromString(a.peerId), ADMIT_PROTOCOL)
-  s.send(rawFrame('{"credential": {"type": "sipring-overlay-credential", "v": 1}}'))
+  await open.dial(a.multiaddrs()[0]!).catch(() => '')
+  // the open node's identify stream makes `a` run the exchange itself, which may close the connection
+  // before the garbage is sent: either way it is one failure and no crash
+  try {
+    const s = await open.libp2p.dialProtocol(peerIdFromString(a.peerId), ADMIT_PROTOCOL)
+    s.send(rawFrame('{"credential": {"type": "sipring-overlay-credential", "v": 1}}'))
+  } catch {}
   await waitFor(() => a.stats().admissionFailures >= 1, 3000, 'failure counted')
   await sleep(50)
   t.notOk(a.admission!.isAdmitted(open.peerId))
