@@ -8,3 +8,7 @@ export type {
 } from './types.js'
 export { expandGroup, planGroupTargets, checkGroupLimits, DEFAULT_GROUP_LIMITS } from './groups.js'
 export type { GroupLike, GroupSource, GroupLimits, GroupExpansion, GroupPlan, GroupCallPolicy } from './groups.js'
+export {
+  FORK_HEADER, FORK_ROUTE_VALUE, FORK_MAX_PARAM, FORK_FROM_PARAM, MAX_FORK_HEADER, formatForkHeader, parseForkMembers, chunkMembers, splitBudget, partitionByOwner
+} from './fork.js'
+export type { GroupForking } from './fork.js'

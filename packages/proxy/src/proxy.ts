@@ -11,12 +11,15 @@ import {
 } from './net.js'
 import { checkGroupLimits, DEFAULT_GROUP_LIMITS, expandGroup, planGroupTargets } from './groups.js'
 import type { GroupExpansion, GroupLimits } from './groups.js'
+import {
+  chunkMembers, FORK_FROM_PARAM, FORK_HEADER, FORK_MAX_PARAM, FORK_ROUTE_VALUE, formatForkHeader, parseForkMembers, partitionByOwner, splitBudget
+} from './fork.js'
 import type {
-  ClientContextLike, Proxy, ProxyLimits, ProxyOptions, ProxyStats, ProxyTimers, ServerTxLike
+  ClientContextLike, LocationLike, Proxy, ProxyLimits, ProxyOptions, ProxyStats, ProxyTimers, ServerTxLike
 } from './types.js'
 
 export const DEFAULT_LIMITS: ProxyLimits = { maxBranches: 16, maxForwards: 70 }
-export const DEFAULT_TIMERS: ProxyTimers = { timerC: 181_000, cancelTimeout: 32_000, groupTimeout: 30_000 }
+export const DEFAULT_TIMERS: ProxyTimers = { timerC: 181_000, cancelTimeout: 32_000, groupTimeout: 30_000, forkTimeout: 2_000 }
 
 /** Methods that create a dialog and therefore get a Record-Route (RFC 3261 §16.6 step 4). */
 const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY'])
@@ -32,6 +35,18 @@ interface Target {
   dest?: Destination
   /** q-value of the binding (1 for other targets), for q-ordered / sequential forking. */
   q: number
+  /** Extra headers for this branch (the `Sipring-Fork` list of a fork request). */
+  headers?: Array<[string, string]>
+  /** A fork request to an owner node (distributed group forking). */
+  fork?: ForkInfo
+}
+
+/** A fork request's member set, its owner node, the owners already tried for it and its branch budget. */
+interface ForkInfo {
+  owner: string
+  members: string[]
+  tried: Set<string>
+  budget: number
 }
 
 interface Branch {
@@ -44,6 +59,11 @@ interface Branch {
   cancelTimer?: Timer
   /** The branch of the Via the stack put on this branch's request. */
   viaBranch?: string
+  /** Index of the target group (forking step) this branch belongs to. */
+  step: number
+  /** Fork request: its target (for re-resolution) and its no-provisional timer. */
+  fork?: ForkInfo
+  forkTimer?: Timer
 }
 
 /** Response context of one proxied request (RFC 3261 §16.7). */
@@ -67,6 +87,13 @@ interface Context {
   stepTimeout?: number
   fwd: SipRequest
   hash: string
+  /** Fork re-resolutions in progress (their branches are not added yet): the context may not complete. */
+  pending: number
+  /**
+   * A fork request we serve: only the first provisional of each status code goes upstream (plus every
+   * reliable one), so the originating node does not relay one 180 per member.
+   */
+  forwardedProvisionals?: Set<number>
 }
 
 interface Checked { raw: string[], vias: Via[] }
@@ -76,6 +103,11 @@ interface Preprocessed {
   ruri?: SipUri
   /** The request came from a peer super node for our local bindings only (our Route had `sr=local`). */
   peer: boolean
+  /** Our Route had `sr=fork` (a fork request, if the source is a trusted peer), with its `fork-max`. */
+  fork: boolean
+  forkMax?: number
+  /** `fork-from`: the node that sent the fork request (its attached bindings are left out). */
+  forkFrom?: string
 }
 
 /** Route parameter marking a request forwarded by a peer node to the binding's attachment node. */
@@ -108,6 +140,10 @@ export function createProxy (opts: ProxyOptions): Proxy {
     if (!Number.isFinite(v) || v < 0 || (v === 0 && k !== 'groupTimeout')) throw new RangeError(`timers.${k} must be a positive number of ms, got ${String(v)}`)
   }
   if (!['parallel', 'q', 'sequential'].includes(forking)) throw new RangeError(`forking must be parallel, q or sequential, got ${String(forking)}`)
+  const groupForking = opts.groupForking ?? 'centralized'
+  if (!['centralized', 'distributed'].includes(groupForking)) throw new RangeError(`groupForking must be centralized or distributed, got ${String(groupForking)}`)
+  /** Distributed group forking needs to know the owners and how to reach them. */
+  const distributed = groupForking === 'distributed' && opts.owners !== undefined && opts.nodeRoute !== undefined
   const supported = new Set((opts.supported ?? []).map(s => s.toLowerCase()))
   const self = new SelfMatcher(() => stack.transports.map(t => t.local), opts.aliases ?? [])
   const flows = new FlowTokens(rng.bytes(32))
@@ -130,7 +166,12 @@ export function createProxy (opts: ProxyOptions): Proxy {
     activeContexts: 0,
     synthesized: 0,
     messagesIn: 0,
-    messagesOut: 0
+    messagesOut: 0,
+    forkRequests: 0,
+    forksAccepted: 0,
+    forksRejected: 0,
+    forkRetries: 0,
+    forkFallbacks: 0
   }
 
   // ------------------------------------------------------------ helpers
@@ -219,6 +260,9 @@ export function createProxy (opts: ProxyOptions): Proxy {
     try { ruri = parseUri(fwd.uri) } catch { ruri = undefined }
     let flow: { a: Destination, b: Destination } | undefined
     let peer = false
+    let fork = false
+    let forkMax: number | undefined
+    let forkFrom: string | undefined
     if (ruri !== undefined && ruri.params.has('lr') && self.uri(ruri) && fwd.has('route')) {
       const routes = fwd.getAll('route')
       const last = routes.pop()!
@@ -235,10 +279,20 @@ export function createProxy (opts: ProxyOptions): Proxy {
       try { u = uriOfRoute(top) } catch { throw new Reject(400, 'Malformed Route header') }
       if (!self.uri(u)) break
       if (u.user !== undefined) flow = flows.decode(u.user) ?? flow
-      if (u.params.get(PEER_PARAM) === 'local') peer = true
+      const sr = u.params.get(PEER_PARAM)
+      if (sr === 'local') peer = true
+      if (sr === FORK_ROUTE_VALUE) {
+        fork = true
+        const m = u.params.get(FORK_MAX_PARAM)
+        if (typeof m === 'string' && /^\d{1,6}$/.test(m)) forkMax = Number(m)
+        const f = u.params.get(FORK_FROM_PARAM)
+        if (typeof f === 'string' && f.length > 0 && f.length <= 256) forkFrom = f
+      }
       fwd.shift('route')
     }
-    const out: Preprocessed = { peer }
+    const out: Preprocessed = { peer, fork }
+    if (forkMax !== undefined) out.forkMax = forkMax
+    if (forkFrom !== undefined) out.forkFrom = forkFrom
     if (flow !== undefined) out.flow = flow
     if (ruri !== undefined) out.ruri = ruri
     return out
@@ -342,16 +396,157 @@ export function createProxy (opts: ProxyOptions): Proxy {
    * `groupLimits.maxBranches` branches (members beyond are dropped); nobody reachable → 480.
    */
   async function groupSteps (g: GroupExpansion, peer: boolean): Promise<Target[][]> {
+    const steps = await localMemberSteps(g.steps, groupLimits.maxBranches, peer, g.aor)
+    if (steps.length === 0) throw new Reject(480, 'Temporarily Unavailable')
+    logger.debug({ group: g.aor, policy: g.policy, steps: steps.length }, 'group call')
+    return steps
+  }
+
+  /** Members' bindings → targets per step, here (a contact once, at most `maxBranches`); empty steps dropped. */
+  async function localMemberSteps (
+    steps: readonly string[][], maxBranches: number, peer: boolean, label: string, exclude?: (b: Binding) => boolean, lookup: LocationLike['lookup'] = a => location.lookup(a)
+  ): Promise<Target[][]> {
     const plan = await planGroupTargets(
-      g.steps,
-      async m => bindingTargets(await location.lookup(m), peer, m, limits.maxBranches).targets, // per member as for a direct call
+      steps,
+      async m => {
+        try {
+          let bs = await lookup(m)
+          if (exclude !== undefined) bs = bs.filter(b => !exclude(b))
+          return bindingTargets(bs, peer, m, limits.maxBranches).targets // per member as for a direct call
+        } catch (err) {
+          logger.debug({ err, member: m }, 'group member lookup failed')
+          return []
+        }
+      },
       t => t.uri,
-      groupLimits.maxBranches
+      maxBranches
     )
-    if (plan.dropped.length > 0) logger.warn({ group: g.aor, dropped: plan.dropped, maxBranches: groupLimits.maxBranches }, 'group call: members dropped (branch limit)')
-    if (plan.steps.length === 0) throw new Reject(480, 'Temporarily Unavailable')
-    logger.debug({ group: g.aor, policy: g.policy, steps: plan.steps.length, unreachable: plan.unreachable.length }, 'group call')
+    if (plan.dropped.length > 0) logger.warn({ group: label, dropped: plan.dropped, maxBranches }, 'group call: members dropped (branch limit)')
     return plan.steps
+  }
+
+  // ------------------------------------------------------------ distributed group forking
+
+  const selfId = opts.nodeId ?? '\u0000self'
+  const delegateOwn = (opts.forkOwnMembers ?? 'replica') === 'replica'
+  if (!['here', 'replica'].includes(opts.forkOwnMembers ?? 'replica')) throw new RangeError(`forkOwnMembers must be here or replica, got ${String(opts.forkOwnMembers)}`)
+
+  /** The node that forks to member `m`: its first live owner not in `tried` that we can reach, else this node. */
+  function pickOwner (m: string, tried: ReadonlySet<string>): string {
+    let list: readonly string[] = []
+    try { list = opts.owners?.(m) ?? [] } catch (err) { logger.debug({ err, member: m }, 'owners lookup failed') }
+    for (const o of list) {
+      if (tried.has(o)) continue
+      if (o === selfId) {
+        if (!delegateOwn) return selfId
+        continue // 'replica': our own members go to their next owner; we fork to them only as a last resort
+      }
+      if (opts.nodeRoute?.(o) !== undefined) return o
+    }
+    return selfId
+  }
+
+  /** This node forks to the members' bindings attached here itself (and says so in its fork requests). */
+  const attachedHere = opts.localLookup !== undefined && opts.nodeId !== undefined && /^[A-Za-z0-9._~!$*+-]{1,256}$/.test(opts.nodeId)
+  const fromParam = attachedHere ? `;${FORK_FROM_PARAM}=${selfId}` : ''
+
+  /** Fork requests to `owner` for `members` (several when the member list does not fit one header). */
+  function forkTargets (owner: string, members: string[], tried: Set<string>, budget: number, groupUri: string): Target[] {
+    const uri = opts.nodeRoute?.(owner)
+    if (uri === undefined) return []
+    const chunks = chunkMembers(members)
+    const budgets = splitBudget(budget, chunks.map(c => c.length))
+    return chunks.map((c, i) => ({
+      uri: groupUri,
+      routes: [`<${uri};lr;${PEER_PARAM}=${FORK_ROUTE_VALUE};${FORK_MAX_PARAM}=${budgets[i]!}${fromParam}>`],
+      q: 1,
+      headers: [[FORK_HEADER, formatForkHeader(c)]],
+      fork: { owner, members: c, tried, budget: budgets[i]! }
+    }))
+  }
+
+  /**
+   * Group call, distributed: members partitioned by owner node; one fork request per owner and step,
+   * members we own forked here; every member counts at least one branch of `groupLimits.maxBranches`
+   * (members beyond are dropped), the rest of the budget is shared in proportion.
+   */
+  async function distributedSteps (g: GroupExpansion, groupUri: string): Promise<Target[][]> {
+    let n = 0
+    const dropped: string[] = []
+    const steps = g.steps.map(step => step.filter(m => {
+      if (n < groupLimits.maxBranches) { n++; return true }
+      dropped.push(m)
+      return false
+    }))
+    if (dropped.length > 0) logger.warn({ group: g.aor, dropped, maxBranches: groupLimits.maxBranches }, 'group call: members dropped (branch limit)')
+    const parts: Array<{ step: number, owner: string, members: string[] }> = []
+    steps.forEach((step, i) => {
+      for (const [owner, members] of partitionByOwner(step, m => pickOwner(m, new Set()))) parts.push({ step: i, owner, members })
+    })
+    const budgets = splitBudget(groupLimits.maxBranches, parts.map(p => p.members.length))
+    const out: Target[][] = steps.map(() => [])
+    await Promise.all(parts.map(async (p, i) => {
+      if (p.owner === selfId) {
+        out[p.step]!.push(...(await localMemberSteps([p.members], budgets[i]!, false, g.aor)).flat())
+        return
+      }
+      // members owned elsewhere but attached here: forked here, left out by the owner (fork-from)
+      let here = 0
+      if (attachedHere) {
+        const local = (await localMemberSteps([p.members], budgets[i]!, false, g.aor, undefined, a => opts.localLookup!(a))).flat()
+        here = local.length
+        out[p.step]!.push(...local)
+      }
+      out[p.step]!.push(...forkTargets(p.owner, p.members, new Set(), Math.max(p.members.length, budgets[i]! - here), groupUri))
+    }))
+    const result = out.filter(s => s.length > 0)
+    if (result.length === 0) throw new Reject(480, 'Temporarily Unavailable')
+    logger.debug({ group: g.aor, policy: g.policy, steps: result.length, forks: parts.filter(p => p.owner !== selfId).length }, 'group call (distributed)')
+    return result
+  }
+
+  /**
+   * A fork request failed before any provisional (transport error, timeout, 503): its members go to
+   * their next live owner not tried yet (one fork request per new owner), or are forked here.
+   * The new branches join the failed one's step.
+   */
+  function refork (ctx: Context, b: Branch, f: ForkInfo): void {
+    st.forkRetries++
+    ctx.pending++
+    const step = b.step
+    void (async () => {
+      try {
+        const alive = (): boolean => !ctx.closed && !ctx.finalSent && !ctx.callerCancelled && !ctx.sixxx && ctx.nextGroup - 1 === step
+        if (!alive()) return
+        const tried = new Set([...f.tried, f.owner])
+        const parts = [...partitionByOwner(f.members, m => pickOwner(m, tried))]
+        const budgets = splitBudget(f.budget, parts.map(([, ms]) => ms.length))
+        const targets: Target[] = []
+        for (let i = 0; i < parts.length; i++) {
+          const [owner, ms] = parts[i]!
+          if (owner === selfId) {
+            st.forkFallbacks += ms.length
+            // the bindings attached here were forked already when the call started
+            targets.push(...(await localMemberSteps([ms], budgets[i]!, false, ctx.req.uri, attachedHere ? b => !isForeign(b) : undefined)).flat())
+          } else {
+            targets.push(...forkTargets(owner, ms, tried, budgets[i]!, ctx.fwd.uri))
+          }
+        }
+        logger.info({ failed: f.owner, members: f.members.length, to: parts.map(([o]) => o === selfId ? 'self' : o) }, 'fork request failed: members re-resolved')
+        if (!alive()) return
+        if (targets.length === 0) {
+          // nobody left to try for these members: "unavailable" unless another branch can still tell more
+          if (ctx.branches.every(o => o.done)) ctx.finals.push(synth(ctx.req, 480, 'Temporarily Unavailable'))
+          return
+        }
+        await addBranches(ctx, targets, step)
+      } catch (err) {
+        logger.warn({ err }, 're-fork failed')
+      } finally {
+        ctx.pending--
+        checkComplete(ctx)
+      }
+    })()
   }
 
   function contactOnSource (contact: string, address: string): boolean {
@@ -418,10 +613,26 @@ export function createProxy (opts: ProxyOptions): Proxy {
     ruri = pre.ruri
     const routed = fwd.has('route')
 
+    // distributed group forking: a member list is honoured only in a fork request (our Route with
+    // sr=fork) that came from a known peer super node and ends here; otherwise the header goes
+    let forkList: string[] | undefined
+    if (fwd.has(FORK_HEADER)) {
+      if (pre.fork && !routed && opts.forkPeer?.(tx.source) === true) {
+        const max = Math.min(groupLimits.maxBranches, pre.forkMax ?? Infinity)
+        forkList = parseForkMembers(fwd.getAll(FORK_HEADER), aorOf, max).members
+        if (forkList.length === 0) throw new Reject(400, 'Bad Sipring-Fork header')
+        st.forksAccepted++
+      } else {
+        st.forksRejected++
+        logger.info({ source: tx.source.address, callId: req.get('call-id') }, 'Sipring-Fork header not honoured (not a fork request from a peer node): removed')
+      }
+      fwd.remove(FORK_HEADER)
+    }
+
     // the response context exists from here on so that a CANCEL during the lookup is seen
     const ctx: Context = {
       req, tx, invite: req.method === 'INVITE', branches: [], finals: [], finalSent: false,
-      finalWas2xx: false, sixxx: false, callerCancelled: false, closed: false, groups: [], nextGroup: 0, fwd, hash
+      finalWas2xx: false, sixxx: false, callerCancelled: false, closed: false, groups: [], nextGroup: 0, fwd, hash, pending: 0
     }
     st.activeContexts++
     if (ctx.invite) tx.onCancel = () => { onCallerCancel(ctx) }
@@ -444,9 +655,16 @@ export function createProxy (opts: ProxyOptions): Proxy {
       } else if (ruri.user !== undefined && isLocalHost(ruri)) {
         let aor: string
         try { aor = aorOf(fwd.uri) } catch { throw new Reject(400, 'Malformed Request-URI') }
-        const group = opts.groups === undefined ? undefined : await expandGroup(aor, opts.groups, groupLimits, aorOf, logger)
-        if (group !== undefined) {
-          steps = await groupSteps(group, pre.peer)
+        const group = forkList !== undefined || opts.groups === undefined ? undefined : await expandGroup(aor, opts.groups, groupLimits, aorOf, logger)
+        if (forkList !== undefined) {
+          // a fork request from the group call's originating node: our members only
+          const from = pre.forkFrom
+          steps = await localMemberSteps([forkList], Math.min(groupLimits.maxBranches, pre.forkMax ?? Infinity), false, aor,
+            from === undefined ? undefined : b => b.node === from) // the sender forks to its own clients itself
+          if (steps.length === 0) throw new Reject(480, 'Temporarily Unavailable')
+          ctx.forwardedProvisionals = new Set()
+        } else if (group !== undefined) {
+          steps = distributed && !pre.peer ? await distributedSteps(group, fwd.uri) : await groupSteps(group, pre.peer)
         } else {
           const bindings = await location.lookup(aor)
           if (bindings.length === 0) throw new Reject(404, 'Not Found')
@@ -485,21 +703,30 @@ export function createProxy (opts: ProxyOptions): Proxy {
 
   /** Fork to the next group of targets; for INVITE a group that rings too long is CANCELled and the next one tried. */
   async function startNextGroup (ctx: Context): Promise<void> {
+    const step = ctx.nextGroup
     const group = ctx.groups[ctx.nextGroup++]
     if (group === undefined) return
-    const first = ctx.branches.length
-    for (let i = 0; i < group.length; i++) ctx.branches.push({ index: first + i, done: false, provisional: false, cancelled: false })
-    const mine = ctx.branches.slice(first)
     const groupTimeout = ctx.stepTimeout ?? timers.groupTimeout
     if (ctx.invite && ctx.nextGroup < ctx.groups.length && groupTimeout > 0) {
       ctx.groupTimer?.cancel()
       ctx.groupTimer = clock.setTimer(groupTimeout, () => {
         if (ctx.closed || ctx.finalSent || ctx.callerCancelled || ctx.sixxx) return
-        for (const b of mine) cancelBranch(ctx, b, false)
+        for (const b of ctx.branches) if (b.step === step) cancelBranch(ctx, b, false) // re-forked branches too
         void startNextGroup(ctx)
       })
     }
-    await Promise.all(group.map(async (t, i) => { await startBranch(ctx, mine[i]!, t) }))
+    await addBranches(ctx, group, step)
+  }
+
+  /** Add branches for `targets` to the context (synchronously) and start them. */
+  async function addBranches (ctx: Context, targets: Target[], step: number): Promise<void> {
+    const mine: Branch[] = targets.map((t, i) => {
+      const b: Branch = { index: ctx.branches.length + i, done: false, provisional: false, cancelled: false, step }
+      if (t.fork !== undefined) b.fork = t.fork
+      return b
+    })
+    ctx.branches.push(...mine)
+    await Promise.all(targets.map(async (t, i) => { await startBranch(ctx, mine[i]!, t) }))
   }
 
   async function startBranch (ctx: Context, b: Branch, t: Target): Promise<void> {
@@ -509,6 +736,7 @@ export function createProxy (opts: ProxyOptions): Proxy {
     try {
       req.uri = t.uri
       for (let i = t.routes.length - 1; i >= 0; i--) req.prepend('route', t.routes[i]!)
+      for (const [n, v] of t.headers ?? []) req.append(n, v)
       const strict = postprocessRoutes(req)
       dest = await nextHop(req, t.dest, strict)
     } catch (err) {
@@ -524,6 +752,7 @@ export function createProxy (opts: ProxyOptions): Proxy {
       addRecordRoute(req, ctx.tx.source, dest)
     }
     st.branches++
+    if (t.fork !== undefined) st.forkRequests++
     try {
       b.ctx = stack.sendRequest(req, dest, {
         branch: `${BRANCH_MARK}${hash}.${b.index}`,
@@ -539,6 +768,15 @@ export function createProxy (opts: ProxyOptions): Proxy {
       return
     }
     if (ctx.invite && !b.done) b.timerC = clock.setTimer(timers.timerC, () => { onTimerC(ctx, b) })
+    if (ctx.invite && !b.done && !b.provisional && b.fork !== undefined) {
+      // an owner node that does not even answer 100 Trying is taken for dead: its members go elsewhere
+      b.forkTimer = clock.setTimer(timers.forkTimeout, () => {
+        b.forkTimer = undefined
+        if (b.done || b.provisional || b.cancelled) return
+        try { b.ctx?.cancel() } catch { /* the client transaction ends by itself (Timer B) */ }
+        branchFinal(ctx, b, synth(ctx.req, 408, 'Fork Request Timeout'))
+      })
+    }
   }
 
   function addRecordRoute (req: SipRequest, source: Source, dest: Destination): void {
@@ -579,11 +817,17 @@ export function createProxy (opts: ProxyOptions): Proxy {
     st.branchResponsesIn++
     if (b.done) return
     b.provisional = true
+    b.forkTimer?.cancel()
     if (ctx.invite && !b.cancelled) {
       b.timerC?.cancel()
       b.timerC = clock.setTimer(timers.timerC, () => { onTimerC(ctx, b) })
     }
-    if (res.status > 100 && !ctx.finalSent && !ctx.callerCancelled) send(ctx, res)
+    if (res.status > 100 && !ctx.finalSent && !ctx.callerCancelled) {
+      const fp = ctx.forwardedProvisionals
+      if (fp !== undefined && fp.has(res.status) && !res.has('rseq')) return // already told upstream (fork request)
+      fp?.add(res.status)
+      send(ctx, res)
+    }
   }
 
   function branchFinal (ctx: Context, b: Branch, res: SipResponse): void {
@@ -601,6 +845,8 @@ export function createProxy (opts: ProxyOptions): Proxy {
       return
     }
     if (b.done) return
+    const reforkIt = b.fork !== undefined && !b.provisional && !b.cancelled && (res.status === 503 || res.status === 408)
+    if (reforkIt) refork(ctx, b, b.fork!) // before finishing b: the context must not complete meanwhile
     finishBranch(b)
     ctx.finals.push(res)
     if (res.status >= 600 && !ctx.finalWas2xx) {
@@ -615,6 +861,7 @@ export function createProxy (opts: ProxyOptions): Proxy {
     if (b.viaBranch !== undefined) liveBranches.delete(b.viaBranch)
     b.timerC?.cancel()
     b.cancelTimer?.cancel()
+    b.forkTimer?.cancel()
   }
 
   function cancelBranch (ctx: Context, b: Branch, byCaller: boolean): void {
@@ -646,7 +893,7 @@ export function createProxy (opts: ProxyOptions): Proxy {
 
   /** §16.7 step 6: when every branch is done, send the best final response (unless a 2xx went). */
   function checkComplete (ctx: Context): void {
-    if (ctx.closed || ctx.branches.length === 0) return
+    if (ctx.closed || ctx.branches.length === 0 || ctx.pending > 0) return
     if (!ctx.branches.every(b => b.done)) return
     if (!ctx.finalSent && !ctx.callerCancelled && !ctx.sixxx && ctx.nextGroup < ctx.groups.length) {
       void startNextGroup(ctx) // sequential / q-ordered forking: the next group

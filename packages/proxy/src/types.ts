@@ -1,6 +1,7 @@
 import type { Binding, Clock, Destination, Endpoint, Logger, Rng, Source, TransportProtocol } from '@sipring/interface'
 import type { SipMessage, SipRequest, SipResponse } from '@sipring/sip'
 import type { GroupLimits, GroupSource } from './groups.js'
+import type { GroupForking } from './fork.js'
 
 /** Callbacks of one client transaction (a proxy branch). */
 export interface BranchHandlers {
@@ -79,6 +80,12 @@ export interface ProxyTimers {
    * CANCELled and the next group tried (default 30 000 ms; 0 = wait for the group's final responses).
    */
   groupTimeout: number
+  /**
+   * Distributed group forking: a fork request to an owner node that got no provisional response
+   * (not even `100 Trying`) within this many ms is given up and its members re-resolved through the
+   * next replica owner (default 2000 ms).
+   */
+  forkTimeout: number
 }
 
 /**
@@ -126,6 +133,35 @@ export interface ProxyOptions {
    */
   groups?: GroupSource
   groupLimits?: Partial<GroupLimits>
+  /**
+   * How a group call is forked (default `centralized`): `centralized` = this node forks to every
+   * member's contacts; `distributed` (needs `owners` and `nodeRoute`) = one fork request per owner node
+   * of the members (Route `<owner;lr;sr=fork>`, `Sipring-Fork` header), members owned by this node forked here.
+   */
+  groupForking?: GroupForking
+  /**
+   * Distributed forking: the live owner nodes of an AOR's location key, in ring order (first = the
+   * node that forks to it; the next ones are tried when it fails). May include this node's `nodeId`.
+   */
+  owners?: (aor: string) => readonly string[]
+  /**
+   * Distributed forking: is this request's source a known peer super node? Only then is a fork request
+   * (`sr=fork` Route + `Sipring-Fork`) honoured; otherwise the header is removed and the request
+   * handled as an ordinary one.
+   */
+  forkPeer?: (source: Source) => boolean
+  /**
+   * Distributed forking: this node's own registrations of an AOR (usrloc only, no overlay read). The
+   * originating node forks to the group members attached to it directly and tells the owners (Route
+   * `fork-from=<nodeId>`) to leave those bindings out, so no call goes S → owner → S.
+   */
+  localLookup?: (aor: string) => Binding[]
+  /**
+   * Distributed forking: who forks to the members this node owns — `replica` (default: their next
+   * live owner, which holds a replica of their bindings: fewer branches here; this node forks to them
+   * only when no other owner is left) or `here` (this node).
+   */
+  forkOwnMembers?: 'here' | 'replica'
 }
 
 /** Counters, all monotonic except `activeContexts`. */
@@ -163,6 +199,16 @@ export interface ProxyStats {
    */
   messagesIn: number
   messagesOut: number
+  /** Distributed group forking: fork requests sent to owner nodes (re-forks included). */
+  forkRequests: number
+  /** Fork requests accepted from peer nodes (their member lists forked here). */
+  forksAccepted: number
+  /** `Sipring-Fork` headers removed without being honoured (untrusted source, no `sr=fork` Route). */
+  forksRejected: number
+  /** Fork requests given up (transport error / timeout before any provisional) and re-resolved. */
+  forkRetries: number
+  /** Members forked by this node itself because no untried owner was left. */
+  forkFallbacks: number
 }
 
 export interface Proxy {
