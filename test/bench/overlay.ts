@@ -15,10 +15,10 @@
 //   sequential, timed by the client (HTTP + admin JSON included, so an upper bound).
 // ram: bytes per stored binding in a replica (overlay-inproc.ts ram), N = --bindings.
 //
-// Env: SIPRING_CLI=dist runs the daemons from packages/daemon/dist (default: TypeScript sources, the
+// Env: BENCH_KEEP_PROFILE=<file> keeps node a's CPU profile (--profile). SIPRING_CLI=dist runs the daemons from packages/daemon/dist (default: TypeScript sources, the
 // same for both sides of the ratio).
 import { spawnSync } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { copyFileSync, readdirSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -155,6 +155,7 @@ async function registerPart (): Promise<Record<string, unknown>> {
       if (prof !== undefined) {
         const f = readdirSync(prof.dir).find(x => x.endsWith('.cpuprofile'))
         if (f !== undefined) {
+          if (process.env.BENCH_KEEP_PROFILE !== undefined) copyFileSync(join(prof.dir, f), process.env.BENCH_KEEP_PROFILE)
           const p = summarizeProfile(join(prof.dir, f), 25)
           console.log(`  overlay node a CPU profile (${p.totalMs.toFixed(0)} ms sampled): ${p.packages.map(([k, v]) => `${k} ${v.toFixed(1)}%`).join(', ')}`)
           for (const [k, v] of p.functions) console.log(`    ${v.toFixed(1).padStart(5)}%  ${k}`)

@@ -58,6 +58,10 @@ export interface SipringConfig {
   join: string[]
   /** Replicas per AOR on the ring (R, default 3; write/read quorum = R/2 + 1). */
   replicas: number
+  /** ms a REGISTER that changes bindings waits for the overlay write quorum before `503` + Retry-After (default 2000). */
+  overlayAckTimeout: number
+  /** ms this node trusts its own replica of an AOR only it wrote instead of a quorum pre-read (default 3,600,000; 0 = never). */
+  overlayTrustLocalFor: number
   /**
    * The overlay's core PUBLIC key (base64, as printed by `sipring overlay init-ca`, or a file holding it).
    * When set, admission is enforced: only peers with a credential signed by it are admitted. Unset: open overlay.
@@ -67,7 +71,36 @@ export interface SipringConfig {
   overlayCredential?: string
   /** Digest authentication of clients; accounts live in `<dataDir>/accounts`. */
   auth: AuthConfig
+  /**
+   * `super` (default): a super node (SIP registrar + proxy). `core`: a core node — no SIP listeners; it
+   * holds the accounts, replicated with the other core nodes (`coreNodes`), served over the overlay.
+   */
+  role: NodeRole
+  /**
+   * Core nodes (multiaddrs ending with /p2p/<peerId>). On a super node: where accounts are read (and
+   * admin writes forwarded) instead of the local data dir. On a core node: the other core nodes.
+   */
+  coreNodes: string[]
+  /**
+   * How a call to a group AOR is forked: `distributed` (one fork request per owner super node, each
+   * forking to its own members) or `centralized` (this node forks to every member contact). Unset: the
+   * node's default (distributed with an overlay, else centralized).
+   */
+  groupForking?: GroupForking
+  /** Branches (member contacts) one group call forks to at most (default 64). */
+  groupMaxBranches: number
+  /** Hunt groups: seconds one member rings before the next (default 20; 0 = until it answers). */
+  groupMemberTimeout: number
+  /** Nesting depth of groups in groups; the called group is level 1 (default 3). */
+  groupMaxDepth: number
+  /** Requests processed at once before new ones get 503 + Retry-After (default 2000; 0 = no bound). */
+  overloadMaxInFlight: number
+  /** Retry-After seconds of that 503 (default 5). */
+  overloadRetryAfter: number
 }
+
+export type GroupForking = 'distributed' | 'centralized'
+export const GROUP_FORKING: readonly GroupForking[] = ['distributed', 'centralized']
 
 export interface AuthConfig {
   /** Challenge every initial request (default false). */
@@ -88,6 +121,9 @@ export interface AuthConfig {
   algorithms: AuthAlgorithm[]
 }
 
+export type NodeRole = 'super' | 'core'
+export const NODE_ROLES: readonly NodeRole[] = ['super', 'core']
+
 export type AuthAlgorithm = 'SHA-256' | 'MD5' | 'SHA-512-256'
 export const AUTH_ALGORITHMS: readonly AuthAlgorithm[] = ['SHA-256', 'MD5', 'SHA-512-256']
 
@@ -97,7 +133,7 @@ export const DEFAULT_OVERLAY_LISTEN: readonly string[] = Object.freeze(['/ip4/0.
 
 /** Is the overlay on for this config? */
 export function overlayEnabled (c: SipringConfig): boolean {
-  return c.overlay || c.join.length > 0 || c.overlayListen.length > 0
+  return c.overlay || c.join.length > 0 || c.overlayListen.length > 0 || c.coreNodes.length > 0 || c.role === 'core'
 }
 
 export const PROTOCOLS: readonly TransportProtocol[] = ['udp', 'tcp', 'tls', 'ws', 'wss']
@@ -125,6 +161,15 @@ export function defaultConfig (): SipringConfig {
     overlayAnnounce: [],
     join: [],
     replicas: 3,
+    overlayAckTimeout: 2000,
+    overlayTrustLocalFor: 3_600_000,
+    role: 'super',
+    coreNodes: [],
+    groupMaxBranches: 64,
+    groupMemberTimeout: 20,
+    groupMaxDepth: 3,
+    overloadMaxInFlight: 2000,
+    overloadRetryAfter: 5,
     auth: { enabled: false, nonceTtl: 300, maxFailuresPerSource: 10, maxFailuresPerUser: 20, failureWindow: 60, banTime: 300, banStatus: 403, algorithms: ['SHA-256', 'MD5'] }
   }
 }
@@ -347,7 +392,9 @@ function rejectUnknown (o: Record<string, unknown>, known: string[], path: strin
 export const CONFIG_KEYS = [
   'dataDir', 'sip', 'admin', 'domains', 'minExpires', 'maxExpires', 'defaultExpires',
   'maxContactsPerAor', 'logLevel', 'tls', 'nodeId', 'recordRoute', 'advertise',
-  'overlay', 'overlayListen', 'overlayAnnounce', 'join', 'replicas', 'auth', 'overlayCa', 'overlayCredential'
+  'overlay', 'overlayListen', 'overlayAnnounce', 'join', 'replicas', 'auth', 'overlayCa', 'overlayCredential', 'role', 'coreNodes',
+  'groupForking', 'groupMaxBranches', 'groupMemberTimeout', 'groupMaxDepth',
+  'overloadMaxInFlight', 'overloadRetryAfter', 'overlayAckTimeout', 'overlayTrustLocalFor'
 ] as const
 type Key = typeof CONFIG_KEYS[number]
 
@@ -406,9 +453,29 @@ function validateLayer (layer: Layer, issues: Issues): Partial<SipringConfig> {
       case 'overlay': { const b = checkBool(raw, key, local); if (b !== undefined) out.overlay = b; break }
       case 'overlayListen': case 'overlayAnnounce': { const l = checkList(raw, key, local, checkMultiaddr); if (l !== undefined) out[key] = l; break }
       case 'join': { const l = checkList(raw, key, local, checkJoin); if (l !== undefined) out.join = l; break }
+      case 'coreNodes': { const l = checkList(raw, key, local, checkJoin); if (l !== undefined) out.coreNodes = l; break }
+      case 'role': {
+        const s = typeof raw === 'string' ? raw.trim().toLowerCase() : raw
+        if (typeof s === 'string' && (NODE_ROLES as string[]).includes(s)) out.role = s as NodeRole
+        else local.push(`role: expected one of ${NODE_ROLES.join(', ')}, got ${show(raw)}`)
+        break
+      }
       case 'replicas': { const n = checkInt(raw, key, 1, 16, local); if (n !== undefined) out.replicas = n; break }
+      case 'overlayAckTimeout': { const n = checkInt(raw, key, 1, 60_000, local, '1–60000 ms'); if (n !== undefined) out.overlayAckTimeout = n; break }
+      case 'overlayTrustLocalFor': { const n = checkInt(raw, key, 0, 86_400_000, local, '0–86400000 ms (0 = never)'); if (n !== undefined) out.overlayTrustLocalFor = n; break }
       case 'overlayCa': case 'overlayCredential': { const s = checkString(raw, key, local); if (s !== undefined) out[key] = s; break }
       case 'auth': { const a = checkAuth(raw, local); if (a !== undefined) out.auth = a as AuthConfig; break }
+      case 'groupForking': {
+        const s = typeof raw === 'string' ? raw.trim().toLowerCase() : raw
+        if (typeof s === 'string' && (GROUP_FORKING as string[]).includes(s)) out.groupForking = s as GroupForking
+        else local.push(`groupForking: expected one of ${GROUP_FORKING.join(', ')}, got ${show(raw)}`)
+        break
+      }
+      case 'groupMaxBranches': { const n = checkInt(raw, key, 1, 10_000, local); if (n !== undefined) out.groupMaxBranches = n; break }
+      case 'groupMemberTimeout': { const n = checkInt(raw, key, 0, 86_400, local, '0–86400 seconds (0 = until answered)'); if (n !== undefined) out.groupMemberTimeout = n; break }
+      case 'groupMaxDepth': { const n = checkInt(raw, key, 1, 16, local); if (n !== undefined) out.groupMaxDepth = n; break }
+      case 'overloadMaxInFlight': { const n = checkInt(raw, key, 0, 10_000_000, local, '0–10000000 requests (0 = no bound)'); if (n !== undefined) out.overloadMaxInFlight = n; break }
+      case 'overloadRetryAfter': { const n = checkInt(raw, key, 0, 86_400, local, '0–86400 seconds'); if (n !== undefined) out.overloadRetryAfter = n; break }
     }
     const origin = layer.origin[key]
     for (const m of local) issues.push(origin !== undefined ? `${m} (from ${origin})` : m)
@@ -495,8 +562,18 @@ export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey' | 'a
   SIPRING_OVERLAY_ANNOUNCE: 'overlayAnnounce',
   SIPRING_JOIN: 'join',
   SIPRING_REPLICAS: 'replicas',
+  SIPRING_OVERLAY_ACK_TIMEOUT: 'overlayAckTimeout',
+  SIPRING_OVERLAY_TRUST_LOCAL_FOR: 'overlayTrustLocalFor',
   SIPRING_OVERLAY_CA: 'overlayCa',
   SIPRING_OVERLAY_CREDENTIAL: 'overlayCredential',
+  SIPRING_ROLE: 'role',
+  SIPRING_CORE_NODES: 'coreNodes',
+  SIPRING_GROUP_FORKING: 'groupForking',
+  SIPRING_GROUP_MAX_BRANCHES: 'groupMaxBranches',
+  SIPRING_GROUP_MEMBER_TIMEOUT: 'groupMemberTimeout',
+  SIPRING_GROUP_MAX_DEPTH: 'groupMaxDepth',
+  SIPRING_OVERLOAD_MAX_IN_FLIGHT: 'overloadMaxInFlight',
+  SIPRING_OVERLOAD_RETRY_AFTER: 'overloadRetryAfter',
   SIPRING_AUTH: 'authEnabled',
   SIPRING_AUTH_REALM: 'authRealm',
   SIPRING_AUTH_ALGORITHMS: 'authAlgorithms'
@@ -558,8 +635,18 @@ export const START_FLAGS: Record<string, FlagSpec> = {
   '--overlay-announce': { key: 'overlayAnnounce', arg: 'MULTIADDR', repeat: true, describe: 'overlay address announced to peers instead of the listen ones, repeatable' },
   '--join': { key: 'join', arg: 'MULTIADDR', repeat: true, describe: 'a running super node to join, /ip4/H/tcp/P/p2p/<peerId>, repeatable' },
   '--replicas': { key: 'replicas', arg: 'N', describe: 'replicas of each registration on the ring (default 3)' },
+  '--overlay-ack-timeout': { key: 'overlayAckTimeout', arg: 'MS', describe: 'a REGISTER changing bindings waits this long for the overlay write quorum, then 503 + Retry-After (default 2000)' },
+  '--overlay-trust-local-for': { key: 'overlayTrustLocalFor', arg: 'MS', describe: 'refresh an AOR only this node wrote from its own replica, without a quorum read, for this long (default 3600000; 0 = never)' },
   '--overlay-ca': { key: 'overlayCa', arg: 'BASE64|PATH', describe: 'core public key of the overlay (`sipring overlay init-ca`): only enrolled super nodes are admitted (default: open overlay)' },
   '--overlay-credential': { key: 'overlayCredential', arg: 'PATH', describe: 'this node\'s credential (`sipring node enroll`), required with --overlay-ca' },
+  '--role': { key: 'role', arg: 'super|core', describe: 'super node (default) or core node (accounts replicated among core nodes, no SIP listeners; see docs/operations.md)' },
+  '--core-node': { key: 'coreNodes', arg: 'MULTIADDR', repeat: true, describe: 'a core node, /ip4/H/tcp/P/p2p/<peerId>, repeatable: a super node reads accounts from them; a core node replicates with them' },
+  '--group-forking': { key: 'groupForking', arg: 'distributed|centralized', describe: 'group calls: one fork request per owner super node (distributed) or every member forked here (centralized); default distributed with --overlay' },
+  '--group-max-branches': { key: 'groupMaxBranches', arg: 'N', describe: 'member contacts one group call forks to at most (default 64)' },
+  '--group-member-timeout': { key: 'groupMemberTimeout', arg: 'SECONDS', describe: 'hunt groups: how long each member rings before the next (default 20; 0 = until answered)' },
+  '--group-max-depth': { key: 'groupMaxDepth', arg: 'N', describe: 'nesting depth of groups in groups, the called group counting 1 (default 3)' },
+  '--overload-max-in-flight': { key: 'overloadMaxInFlight', arg: 'N', describe: 'requests processed at once; more are answered 503 + Retry-After before any work (default 2000; 0 = no bound)' },
+  '--overload-retry-after': { key: 'overloadRetryAfter', arg: 'SECONDS', describe: 'Retry-After of the overload 503 (default 5)' },
   '--auth': { key: 'authEnabled', arg: 'true|false', describe: 'digest authentication of clients with the accounts of the data dir (default false; see `sipring user`)' },
   '--auth-realm': { key: 'authRealm', arg: 'REALM', describe: 'digest realm (default: the first --domain)' },
   '--auth-algorithms': { key: 'authAlgorithms', arg: 'ALG,ALG', describe: 'digest challenges offered, in order: SHA-256, MD5, SHA-512-256 (default SHA-256,MD5)' },
@@ -681,7 +768,10 @@ export function startHelp (): string {
     SIPRING_RECORD_ROUTE: 'true or false', SIPRING_ADVERTISE: 'host for Via/Record-Route',
     SIPRING_OVERLAY: 'true or false', SIPRING_OVERLAY_LISTEN: 'multiaddrs, comma separated',
     SIPRING_OVERLAY_ANNOUNCE: 'multiaddrs, comma separated', SIPRING_JOIN: 'multiaddrs with /p2p/<id>, comma separated',
-    SIPRING_REPLICAS: 'count',
+    SIPRING_REPLICAS: 'count', SIPRING_ROLE: 'super or core', SIPRING_CORE_NODES: 'core node multiaddrs with /p2p/<id>, comma separated',
+    SIPRING_GROUP_FORKING: 'distributed or centralized', SIPRING_GROUP_MAX_BRANCHES: 'count',
+    SIPRING_GROUP_MEMBER_TIMEOUT: 'seconds', SIPRING_GROUP_MAX_DEPTH: 'count',
+    SIPRING_OVERLOAD_MAX_IN_FLIGHT: 'count (0 = no bound)', SIPRING_OVERLOAD_RETRY_AFTER: 'seconds',
     SIPRING_AUTH: 'true or false (digest authentication)', SIPRING_AUTH_REALM: 'digest realm', SIPRING_AUTH_ALGORITHMS: 'challenge algorithms, comma separated'
   }
   for (const name of Object.keys(ENV_VARS)) lines.push(`  ${name.padEnd(32)} ${envDoc[name] ?? ''}`)

@@ -10,12 +10,12 @@ import { join, resolve } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import type { Binding, Clock, Endpoint, Logger, Rng, SipTransport } from '@sipring/interface'
 import { aorOf, createTransport } from '@sipring/sip'
-import { createSuperNode, type SuperNode } from '@sipring/node'
+import { createSuperNode, overlayAccountRpc, type SuperNode } from '@sipring/node'
 import { createHasher, RING_SIZE, arcLength, type StoreDb } from '@sipring/overlay'
-import { CredentialError, libp2pOverlay, type Libp2pOverlay } from '@sipring/overlay-libp2p'
+import { CredentialError, ed25519Signer, libp2pOverlay, loadOrCreatePrivateKey, type Libp2pOverlay } from '@sipring/overlay-libp2p'
 import { loadAdmission } from './enroll.js'
 import { AdminError, AdminServer } from './admin.js'
-import { LevelAccountStore } from '@sipring/auth'
+import { LevelAccountStore, RemoteAccountStore, type AccountStore } from '@sipring/auth'
 import { createAccountsAdmin } from './accounts-admin.js'
 import { accountsSublevel, adminToken, authSecret } from './accounts-files.js'
 import { DEFAULT_OVERLAY_LISTEN, overlayEnabled, type ListenerConfig, type SipringConfig } from './config.js'
@@ -58,7 +58,7 @@ export function peerIdOf (multiaddr: string): string | undefined {
  * Start the libp2p overlay network. When the default listeners are used and IPv6 is unavailable,
  * retries with the IPv4 one only (as the SIP listeners do).
  */
-async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dataDir: string): Promise<Libp2pOverlay> {
+export async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dataDir: string): Promise<Libp2pOverlay> {
   let admission
   try {
     admission = await loadAdmission(config)
@@ -100,9 +100,9 @@ async function startOverlayNetwork (config: SipringConfig, deps: DaemonDeps, dat
 }
 
 /** Admission state for /status: `enforced` (closed overlay), peers admitted now, failures and refusals since start. */
-export function admissionView (net: Libp2pOverlay | undefined): { enforced: boolean, admitted: number, failures: number, refused: number } {
+export function admissionView (net: Libp2pOverlay | undefined): { enforced: boolean, admitted: number, failures: number, refused: number, refusedStreams: number } {
   const st = net?.stats()
-  return { enforced: net?.admission !== undefined, admitted: net?.admission?.admittedPeers().length ?? 0, failures: st?.admissionFailures ?? 0, refused: st?.unadmitted ?? 0 }
+  return { enforced: net?.admission !== undefined, admitted: net?.admission?.admittedPeers().length ?? 0, failures: st?.admissionFailures ?? 0, refused: st?.unadmitted ?? 0, refusedStreams: (st?.unadmittedStreams ?? 0) + (st?.unadmittedDials ?? 0) }
 }
 
 /** This node's multiaddrs, the ones other hosts can dial first (loopback last). */
@@ -298,8 +298,29 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     }
   }
   const quorum = Math.floor(config.replicas / 2) + 1
+  // a closed overlay (admission on): every AOR portion is signed by its super node's libp2p key, and
+  // portions not signed by the node they name are ignored (binding writes only from that node)
+  const signer = net !== undefined && config.overlayCa !== undefined ? ed25519Signer((await loadOrCreatePrivateKey(join(dataDir, 'peer.key'))).key) : undefined
   // accounts: in the `accounts` sublevel; the nonce secret persisted in the data dir
-  const accounts = new LevelAccountStore({ db: accountsSublevel(db), clock: deps.clock })
+  // with core nodes (--core-node), accounts are read from them over the overlay and admin writes forwarded there
+  let accounts: AccountStore
+  let remoteAccounts: RemoteAccountStore | undefined
+  if (net !== undefined && config.coreNodes.length > 0) {
+    let cores: string[]
+    try {
+      cores = net.pinAddresses(config.coreNodes)
+    } catch (err) {
+      await Promise.allSettled(transports.map(async t => { await t.stop() }))
+      await net.stop().catch(() => {})
+      await db.close()
+      throw new DaemonError(`coreNodes: ${(err as Error).message}`, 2, { cause: err })
+    }
+    void net.join(config.coreNodes) // connect now (failures are logged; reads fail over and redial)
+    remoteAccounts = new RemoteAccountStore({ rpc: overlayAccountRpc(net), clock: deps.clock, logger: log, cores })
+    accounts = remoteAccounts
+  } else {
+    accounts = new LevelAccountStore({ db: accountsSublevel(db), clock: deps.clock })
+  }
   const authRealm = config.auth.realm ?? config.domains[0]
   const node = createSuperNode({
     accounts,
@@ -311,7 +332,7 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     ...(net !== undefined ? { overlay: { network: net, hasher: await createHasher(), db: db.sublevel<string, string>('overlay', { valueEncoding: 'utf8' }) as unknown as StoreDb } } : {})
   }, {
     ...(net !== undefined
-      ? { overlay: { seeds: config.join.map(peerIdOf).filter((x): x is string => x !== undefined), replicas: config.replicas, writeQuorum: Math.min(quorum, config.replicas), readQuorum: Math.min(quorum, config.replicas) } }
+      ? { overlay: { seeds: config.join.map(peerIdOf).filter((x): x is string => x !== undefined), replicas: config.replicas, writeQuorum: Math.min(quorum, config.replicas), readQuorum: Math.min(quorum, config.replicas), ackTimeout: config.overlayAckTimeout, trustLocalFor: config.overlayTrustLocalFor, ...(signer !== undefined ? { signer } : {}) } }
       : {}),
     domains: config.domains,
     minExpires: config.minExpires,
@@ -321,6 +342,9 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
     nodeId,
     recordRoute: config.recordRoute,
     viaHost: config.advertise ?? defaultAdvertise(),
+    groups: { maxBranches: config.groupMaxBranches, memberTimeout: config.groupMemberTimeout * 1000, maxDepth: config.groupMaxDepth },
+    overload: { maxInFlight: config.overloadMaxInFlight, retryAfter: config.overloadRetryAfter },
+    ...(config.groupForking !== undefined ? { groupForking: config.groupForking } : {}),
     ...(config.auth.enabled
       ? {
           auth: {
@@ -380,7 +404,9 @@ export async function startDaemon (config: SipringConfig, deps: DaemonDeps): Pro
             registrarErrors: s.registrarErrors,
             sip: s.stack,
             proxy: s.proxy,
+            overload: s.overload,
             ...(s.auth !== undefined ? { auth: s.auth } : {}),
+            ...(remoteAccounts !== undefined ? { coreNodes: { cores: remoteAccounts.coreStatus(), cached: remoteAccounts.cacheSize, ...remoteAccounts.stats } } : {}),
             ...(s.overlay !== undefined ? { overlay: { ...s.overlay, multiaddrs: joinAddresses(net), peers: net?.peers().length ?? 0, admission: admissionView(net) } } : {})
           }
         },

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
-  ConfigError, UsageError, defaultConfig, envLayer, fileLayer, loadConfig, parseStartArgs, resolveConfig, startHelp, START_FLAGS, ENV_VARS
+  ConfigError, UsageError, defaultConfig, envLayer, fileLayer, loadConfig, parseStartArgs, resolveConfig, startHelp, START_FLAGS, ENV_VARS, CONFIG_KEYS
 } from '../src/config.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'sipring-config-'))
@@ -119,7 +119,7 @@ t.test('several issues are all reported', async t => {
 
 t.test('unknown keys, variables and flags are rejected', async t => {
   const f = file('unknown.yaml', 'dataDir: /x\nlistenPort: 5060\n')
-  t.same(issuesOf(() => fileLayer(f)), [`listenPort: unknown key (known: dataDir, sip, admin, domains, minExpires, maxExpires, defaultExpires, maxContactsPerAor, logLevel, tls, nodeId, recordRoute, advertise, overlay, overlayListen, overlayAnnounce, join, replicas, auth, overlayCa, overlayCredential) (in ${f})`])
+  t.same(issuesOf(() => fileLayer(f)), [`listenPort: unknown key (known: ${CONFIG_KEYS.join(', ')}) (in ${f})`])
   const nested = file('nested.yaml', 'sip:\n  - { protocol: udp, host: 0.0.0.0, port: 5060, ttl: 3 }\n')
   t.match(issuesOf(() => loadConfig(['--config', nested], {})), [/^sip\[0\]\.ttl: unknown key/])
   t.match(issuesOf(() => envLayer({ SIPRING_PORT: '5060' })), [/^SIPRING_PORT: unknown environment variable/])
@@ -151,4 +151,23 @@ t.test('--help is parsed and documents every flag and variable', async t => {
   const help = startHelp()
   for (const flag of Object.keys(START_FLAGS)) t.match(help, flag)
   for (const name of Object.keys(ENV_VARS)) t.match(help, name)
+})
+
+t.test('role and coreNodes: core nodes by multiaddr, the overlay implied', async t => {
+  const c1 = '/ip4/10.0.0.1/tcp/7070/p2p/12D3KooWSrDNojNnWgwwv3Y95o4Hyn9QyHuxh1NyQMGTWbYavKTu'
+  const { config } = loadConfig(['--role', 'core', '--core-node', c1, '--core-node', c1.replace('10.0.0.1', '10.0.0.2')], {})
+  t.equal(config.role, 'core')
+  t.equal(config.coreNodes.length, 2)
+  t.equal(loadConfig([], {}).config.role, 'super', 'super by default')
+  t.same(loadConfig([], {}).config.coreNodes, [])
+  t.equal(loadConfig([], { SIPRING_ROLE: 'CORE', SIPRING_CORE_NODES: c1 }).config.coreNodes[0], c1, 'from the environment')
+  t.match(issuesOf(() => loadConfig(['--role', 'edge'], {})), [/^role: expected one of super, core, got "edge"/])
+  t.match(issuesOf(() => loadConfig(['--core-node', '/ip4/10.0.0.1/tcp/7070'], {})), [/^coreNodes\[0\]: expected a multiaddr ending with \/p2p\/<peerId>/])
+})
+
+t.test('core nodes imply the overlay', async t => {
+  const { overlayEnabled } = await import('../src/config.js')
+  t.ok(overlayEnabled(loadConfig(['--role', 'core'], {}).config), 'a core node runs the overlay network')
+  t.ok(overlayEnabled(loadConfig(['--core-node', '/ip4/10.0.0.1/tcp/7070/p2p/12D3KooWSrDNojNnWgwwv3Y95o4Hyn9QyHuxh1NyQMGTWbYavKTu'], {}).config), 'a super node reaching core nodes too')
+  t.notOk(overlayEnabled(loadConfig([], {}).config))
 })

@@ -10,5 +10,11 @@ export {
 } from './super-node.js'
 export {
   LocationReplicator, aorKey, nodeKey, parseValue, publishedBinding, bindingIdentity, newerBinding, directlyReachable, DEFAULT_REPLICATION_LIMITS,
+  portionBytes, canonicalJson, type PortionSigner, type SignedPortion,
   type AorValue, type ParsedAorValue, type NodePortion, type PublishedPortion, type PublishedBinding, type NodeRecord, type ReplicaValue, type ReplicationOptions, type ReplicationStats, type ReplicationLimits
 } from './replication.js'
+export { OverloadGuard, overloadLimits, DEFAULT_OVERLOAD_LIMITS, type OverloadLimits, type OverloadStats } from './overload.js'
+export {
+  createCoreNode, overlayAccountRpc, type CoreNode, type CoreNodeComponents, type CoreNodeInit, type CoreNodeStatus
+} from './core-node.js'
+export { ownerResolver } from './fork.js'

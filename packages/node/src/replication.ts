@@ -99,6 +99,35 @@ export interface ParsedAorValue {
   nodes: Record<PeerId, NodePortion>
 }
 
+/** Signs as this node; checks a signature of node `id` (an Ed25519 PeerId embeds its public key). */
+export interface PortionSigner {
+  sign (data: Uint8Array): Uint8Array
+  verify (id: PeerId, data: Uint8Array, sig: Uint8Array): boolean
+}
+
+/** One super node's part of an AOR item, as written, with its signature when signed (`s`, base64). */
+export interface SignedPortion extends PublishedPortion {
+  s?: string
+}
+
+/**
+ * The bytes a portion's signature covers: a domain tag, the AOR, the node id and the portion's `uri`,
+ * `v`, `b` as JSON with object keys sorted (so any re-encoding of the same content verifies).
+ */
+export function portionBytes (aor: string, id: PeerId, p: { uri: unknown, v: unknown, b: unknown }): Buffer {
+  return Buffer.from(`sipring/portion/1\n${aor}\n${id}\n${canonicalJson({ uri: p.uri, v: p.v, b: p.b })}`, 'utf8')
+}
+
+/** JSON with object keys sorted, recursively (undefined members left out, as JSON.stringify does). */
+export function canonicalJson (x: unknown): string {
+  if (Array.isArray(x)) return `[${x.map(e => e === undefined ? 'null' : canonicalJson(e)).join(',')}]`
+  if (typeof x === 'object' && x !== null) {
+    const o = x as Record<string, unknown>
+    return `{${Object.keys(o).filter(k => o[k] !== undefined).sort().map(k => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`
+  }
+  return JSON.stringify(x) ?? 'null'
+}
+
 export interface ReplicationLimits {
   /** Portions (super nodes) kept per AOR item (default 16). */
   maxNodesPerAor: number
@@ -121,7 +150,7 @@ export interface ReplicationOptions {
   sipUri: string
   /** Membership state of a node: lookups route through alive/suspect members only (a dead/left/unknown one's plain UDP clients are returned for direct sending, see `directlyReachable`); writes drop dead/left ones. */
   memberStatus?: (id: PeerId) => string | undefined
-  /** Publishes running at once (default 64). */
+  /** Publishes running at once (default 512: their overlay requests are batched per owner, so more in flight costs little and keeps up when round trips grow under load). */
   concurrency?: number
   /** Re-read a published AOR this long after the write and re-publish it if it lost a race (ms, 0 = never; default 1000). */
   verifyDelay?: number
@@ -130,6 +159,14 @@ export interface ReplicationOptions {
   maxRetries?: number
   /** Use this node's own replica instead of a quorum pre-read for an AOR only it wrote, this recently (ms, 0 = never; default 3,600,000). */
   trustLocalFor?: number
+  /**
+   * Sign this node's portion of every AOR item and accept other nodes' portions only with a valid
+   * signature of the node they name (binding writes only from the super node the client is attached
+   * to, i.e. the one that authenticated it). Unsigned or badly signed portions are ignored by readers
+   * and not copied by writers (`stats.badSignatures`). The daemon passes an Ed25519 signer built from
+   * the libp2p key when the overlay is closed (admission on). Default: none (portions unsigned, not checked).
+   */
+  signer?: PortionSigner
   limits?: Partial<ReplicationLimits>
 }
 
@@ -154,9 +191,13 @@ export interface ReplicationStats {
   localVerifies: number
   /** Publishes skipped because the overlay already held exactly the own portion. */
   unchanged: number
+  /** Portions of other nodes read without a valid signature (with a signer only): ignored. */
+  badSignatures: number
 }
 
 const NON_RETRYABLE = new Set(['ERR_BAD_KEY', 'ERR_BAD_TTL', 'ERR_BAD_VALUE'])
+/** Publish pre-reads and verifications ask only the remote owners the read quorum needs (see GetOptions.minimal). */
+const MINIMAL = Object.freeze({ minimal: true })
 
 /** Identity of a binding across nodes: RFC 5626 instance + reg-id, else the Contact URI. */
 export function bindingIdentity (b: Binding): string {
@@ -199,6 +240,9 @@ export class LocationReplicator {
   private readonly retryDelay: number
   private readonly maxRetries: number
   private readonly trustLocalFor: number
+  private readonly signer: PortionSigner | undefined
+  /** Portions whose signature verified (canonical bytes + signature), so a copy read again is not re-verified. */
+  private readonly verified = new Set<string>()
   /** Clock time of `start()`: own items older than this were written by a previous run. */
   private startedAt = 0
   private readonly limits: ReplicationLimits
@@ -219,13 +263,19 @@ export class LocationReplicator {
   private changeSeq = 0
   /** `settled(aor)` callers: resolved once a publish that read local state at seq >= `target` is written. */
   private readonly aorWaiters = new Map<string, Array<{ target: number, done: (ok: boolean) => void }>>()
+  /** AORs being published whose publish has read usrloc: the `changeSeq` of that read. */
+  private readonly reading = new Map<string, number>()
+  /** Verifications due, in time order (one delay for all), served by one timer. */
+  private verifyQueue: Array<{ at: number, aor: string, alone: boolean }> = []
+  private verifyHead = 0
+  private verifyTimer: Timer | undefined
   private seq = { ms: 0, n: 0 }
   private selfTimer: Timer | undefined
   /** Members whose `node|` record is being fetched. */
   private readonly learning = new Set<PeerId>()
   private running = false
   private readonly onEvent = (b: Binding): void => { this.markDirty(b.aor) }
-  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0, localReads: 0, localVerifies: 0, unchanged: 0 }
+  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0, localReads: 0, localVerifies: 0, unchanged: 0, badSignatures: 0 }
 
   constructor (opts: ReplicationOptions) {
     this.clock = opts.clock
@@ -235,11 +285,12 @@ export class LocationReplicator {
     this.self = opts.self
     this.uri = opts.sipUri
     this.memberStatus = opts.memberStatus
-    this.concurrency = opts.concurrency ?? 64
+    this.concurrency = opts.concurrency ?? 512
     this.verifyDelay = opts.verifyDelay ?? 1000
     this.retryDelay = opts.retryDelay ?? 500
     this.maxRetries = opts.maxRetries ?? 8
     this.trustLocalFor = opts.trustLocalFor ?? 3_600_000
+    this.signer = opts.signer
     this.limits = { ...DEFAULT_REPLICATION_LIMITS, ...opts.limits }
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new RangeError('concurrency must be an integer >= 1')
     if (!(this.verifyDelay >= 0) || !(this.retryDelay > 0)) throw new RangeError('verifyDelay must be >= 0 and retryDelay > 0')
@@ -319,6 +370,8 @@ export class LocationReplicator {
     this.running = false
     for (const e of LocationReplicator.EVENTS) this.location.off(e, this.onEvent)
     for (const t of this.timers) t.cancel()
+    this.verifyTimer?.cancel(); this.verifyTimer = undefined
+    this.verifyQueue = []; this.verifyHead = 0
     this.timers.clear()
     this.selfTimer?.cancel(); this.selfTimer = undefined
     this.learning.clear()
@@ -351,7 +404,11 @@ export class LocationReplicator {
       if (!this.unsure.has(aor)) return true
       this.markDirty(aor) // the last write failed and was given up: write again
     }
-    const target = this.changeSeq
+    // the publish in flight covers this AOR's state when it read usrloc after the AOR's last change
+    // (no change since: not dirty); `changeSeq` is global, so other AORs' changes made since that read
+    // must not make this waiter wait for a publish that will never come
+    const read = this.reading.get(aor)
+    const target = read !== undefined && !this.dirty.has(aor) ? read : this.changeSeq
     return await new Promise<boolean>(resolve => {
       let timer: Timer | undefined
       const onAbort = (): void => { finish(false) }
@@ -440,12 +497,40 @@ export class LocationReplicator {
     return this.location.lookup(aor).map(b => b.node === undefined || b.node === this.self ? b : { ...b, node: this.self })
   }
 
+  /** With a signer: the portion check of `parseValue` for `aor` (other nodes' portions must carry their node's signature). */
+  private portionCheck (aor: string): ((id: PeerId, p: Record<string, unknown>) => boolean) | undefined {
+    const signer = this.signer
+    if (signer === undefined) return undefined
+    return (id, p) => {
+      if (id === this.self) return true // the own portion is never trusted anyway: usrloc is
+      const sig = p.s
+      let ok = false
+      if (typeof sig === 'string' && sig.length <= 128) {
+        const bytes = portionBytes(aor, id, p as { uri: unknown, v: unknown, b: unknown })
+        const memo = `${sig}\n${bytes.toString('latin1')}`
+        ok = this.verified.has(memo)
+        if (!ok && signer.verify(id, bytes, Buffer.from(sig, 'base64'))) {
+          ok = true
+          if (this.verified.size >= 8192) this.verified.clear()
+          this.verified.add(memo)
+        }
+      }
+      if (!ok) {
+        this.stats.badSignatures++
+        if (this.stats.badSignatures <= 10 || this.stats.badSignatures % 1000 === 0) {
+          this.log.warn({ aor, node: id, signed: typeof sig === 'string', count: this.stats.badSignatures }, 'ignoring an AOR portion without a valid signature of its node')
+        }
+      }
+      return ok
+    }
+  }
+
   /** Overlay view of one AOR for the admin API: owners, and every portion with its bindings. */
   async inspect (aor: string): Promise<{ key: string, owners: PeerId[], nodes: Record<PeerId, NodePortion>, error?: string }> {
     const key = aorKey(aor)
     const owners = this.store.owners(key)
     try {
-      const value = parseValue(await this.store.get(key), this.limits, this.clock.now(), () => { this.stats.rejected++ }, aor)
+      const value = parseValue(await this.store.get(key), this.limits, this.clock.now(), () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
       return { key, owners, nodes: value?.nodes ?? {} }
     } catch (err) {
       return { key, owners, nodes: {}, error: err instanceof Error ? err.message : String(err) }
@@ -453,7 +538,7 @@ export class LocationReplicator {
   }
 
   private remoteBindings (aor: string, raw: unknown, local: Binding[]): Binding[] {
-    const value = parseValue(raw, this.limits, this.clock.now(), () => { this.stats.rejected++ }, aor)
+    const value = parseValue(raw, this.limits, this.clock.now(), () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
     const out: Binding[] = []
     const own = value?.nodes[this.self]
     // self-heal: the overlay must say what usrloc says about this node's clients
@@ -504,6 +589,7 @@ export class LocationReplicator {
       this.active.add(aor)
       void this.publish(aor).finally(() => {
         this.active.delete(aor)
+        this.reading.delete(aor)
         if (this.dirty.has(aor) && this.running) { this.queued.add(aor); this.queue.push(aor) }
         this.pump()
         this.checkIdle()
@@ -524,6 +610,29 @@ export class LocationReplicator {
     this.timers.add(t)
   }
 
+  /** Re-read `aor` `verifyDelay` ms from now (queued; one timer for every verification due). */
+  private scheduleVerify (aor: string, alone: boolean): void {
+    this.verifyQueue.push({ at: this.clock.now() + this.verifyDelay, aor, alone })
+    if (this.verifyTimer === undefined) this.armVerify()
+  }
+
+  private armVerify (): void {
+    const next = this.verifyQueue[this.verifyHead]
+    if (next === undefined || !this.running) return
+    this.verifyTimer = this.clock.setTimer(Math.max(0, next.at - this.clock.now()), () => {
+      this.verifyTimer = undefined
+      if (!this.running) return
+      const now = this.clock.now()
+      const q = this.verifyQueue
+      while (this.verifyHead < q.length && q[this.verifyHead]!.at <= now) {
+        const v = q[this.verifyHead++]!
+        void this.verify(v.aor, v.alone)
+      }
+      if (this.verifyHead > 1024 && this.verifyHead * 2 > q.length) { this.verifyQueue = q.slice(this.verifyHead); this.verifyHead = 0 }
+      this.armVerify()
+    })
+  }
+
   private nextVersion (): [number, number] {
     const now = this.clock.now()
     this.seq = now > this.seq.ms ? { ms: now, n: 0 } : { ms: this.seq.ms, n: this.seq.n + 1 }
@@ -538,11 +647,13 @@ export class LocationReplicator {
       const sure = !this.unsure.has(aor)
       const cached = sure ? this.soleOwnItem(key, true) : undefined
       if (cached !== undefined) this.stats.localReads++
-      const raw = cached !== undefined ? cached.value : await this.store.get(key)
+      const raw = cached !== undefined ? cached.value : await this.store.get(key, MINIMAL)
       const now = this.clock.now()
-      const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor)
+      const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
+      const rawNodes = this.signer !== undefined && isObj(raw) && isObj((raw as { nodes?: unknown }).nodes) ? (raw as AorValue).nodes as Record<PeerId, SignedPortion> : undefined
       const local = this.location.lookup(aor)
       seen = this.changeSeq // every change up to here is in `local`
+      this.reading.set(aor, seen)
       const nodes: Record<PeerId, PublishedPortion> = {}
       let others = false
       let dropped = false
@@ -555,11 +666,13 @@ export class LocationReplicator {
         const b = p.b.filter(x => x.expires > now)
         if (b.length === 0) { dropped = true; continue }
         others = true
-        nodes[id] = { uri: p.uri, v: p.v, b: b.map(publishedBinding) }
+        // signed: copied exactly as its writer signed it (expired bindings included; readers drop them)
+        nodes[id] = rawNodes?.[id] ?? { uri: p.uri, v: p.v, b: b.map(publishedBinding) }
         for (const x of b) expires = Math.max(expires, x.expires)
       }
       const own = cur?.nodes[this.self]
-      if (sure && !dropped && local.length > 0 && own !== undefined && own.uri === this.uri && fingerprint(own.b) === fingerprint(local)) {
+      if (sure && !dropped && local.length > 0 && own !== undefined && own.uri === this.uri && fingerprint(own.b) === fingerprint(local) &&
+          (this.signer === undefined || typeof rawNodes?.[this.self]?.s === 'string')) {
         // the overlay already says exactly what usrloc says (e.g. the republish after a restart): no write
         this.stats.unchanged++
         this.attempts.delete(aor)
@@ -567,7 +680,9 @@ export class LocationReplicator {
         return
       }
       if (local.length > 0) {
-        nodes[this.self] = { uri: this.uri, v: this.nextVersion(), b: local.map(publishedBinding) }
+        const mine: SignedPortion = { uri: this.uri, v: this.nextVersion(), b: local.map(publishedBinding) }
+        if (this.signer !== undefined) mine.s = Buffer.from(this.signer.sign(portionBytes(aor, this.self, mine))).toString('base64')
+        nodes[this.self] = mine
         for (const x of local) expires = Math.max(expires, x.expires)
       }
       const ids = Object.keys(nodes)
@@ -589,7 +704,7 @@ export class LocationReplicator {
       this.unsure.delete(aor)
       this.resolveWaiters(aor, seen, true)
       // alone: no other node's portion was seen; its verification may use the own replica
-      if (this.verifyDelay > 0) this.later(this.verifyDelay, () => { void this.verify(aor, !others) })
+      if (this.verifyDelay > 0) this.scheduleVerify(aor, !others)
     } catch (err) {
       this.stats.publishErrors++
       this.unsure.add(aor)
@@ -623,7 +738,7 @@ export class LocationReplicator {
       if (!isObj(v) || !isObj(v.nodes)) return undefined
       for (const id in v.nodes) if (id !== this.self) return undefined
     }
-    if (!this.store.owners(key).includes(this.self)) return undefined
+    if (!(typeof this.store.isOwner === 'function' ? this.store.isOwner(key) : this.store.owners(key).includes(this.self))) return undefined
     return it
   }
 
@@ -636,7 +751,7 @@ export class LocationReplicator {
     if (this.dirty.has(aor) || this.active.has(aor)) return
     if (alone && this.soleOwnItem(aorKey(aor), false) !== undefined) { this.stats.localVerifies++; return }
     let raw: ReplicaValue | undefined
-    try { raw = await this.store.get(aorKey(aor)) } catch { return }
+    try { raw = await this.store.get(aorKey(aor), MINIMAL) } catch { return }
     this.remoteBindings(aor, raw, this.location.lookup(aor))
   }
 }
@@ -686,9 +801,11 @@ function merge (local: Binding[], remote: Binding[]): Binding[] {
 /**
  * Validate a value read from the overlay (untrusted: any peer may have written it). Malformed
  * portions or bindings are dropped (`reject` is called for each), expired bindings are filtered,
- * `binding.node` is forced to the portion's owner. Never throws.
+ * `binding.node` is forced to the portion's owner. `check` (signatures): a portion it refuses is
+ * dropped too. Never throws.
  */
-export function parseValue (x: unknown, limits: ReplicationLimits, now: number, reject: () => void = () => {}, aor?: string): ParsedAorValue | undefined {
+export function parseValue (x: unknown, limits: ReplicationLimits, now: number, reject: () => void = () => {}, aor?: string,
+  check?: (id: PeerId, portion: Record<string, unknown>) => boolean): ParsedAorValue | undefined {
   if (x === undefined || x === null) return undefined
   if (!isObj(x) || !isObj(x.nodes)) { reject(); return undefined }
   const nodes: Record<PeerId, NodePortion> = {}
@@ -699,6 +816,7 @@ export function parseValue (x: unknown, limits: ReplicationLimits, now: number, 
         !/^sips?:/i.test(p.uri) || !Array.isArray(p.v) || p.v.length !== 2 || !isNum(p.v[0]) || !isNum(p.v[1]) || !Array.isArray(p.b)) {
       reject(); continue
     }
+    if (check !== undefined && !check(id, p)) continue
     const b: Binding[] = []
     for (const raw of p.b.slice(0, limits.maxBindingsPerNode)) {
       const bb = parseBinding(raw, id, limits, aor)

@@ -2,9 +2,14 @@ import type { Clock, Endpoint, Logger, Rng, SipTransport, Source, Startable, Tim
 import { SipStack, createResponse, type SipRequest, type SipResponse, type ServerTransaction, type StackStats } from '@sipring/sip'
 import { LocationStore, type LocationDb } from '@sipring/location'
 import { createRegistrar, type Registrar } from '@sipring/registrar'
-import { createProxy, type GroupLimits, type Proxy, type ProxyOptions, type ProxyStats } from '@sipring/proxy'
+import { createProxy, type GroupForking, type GroupLimits, type Proxy, type ProxyOptions, type ProxyStats } from '@sipring/proxy'
 import { OverlayNode, type Hasher, type OverlayNetwork, type OverlayNodeInit, type PeerId, type StoreDb } from '@sipring/overlay'
-import { LocationReplicator, type ReplicaValue, type ReplicationStats } from './replication.js'
+import { LocationReplicator, type PortionSigner, type ReplicaValue, type ReplicationStats } from './replication.js'
+import { overlayAccountRpc } from './core-node.js'
+import { ownerResolver } from './fork.js'
+import { GroupCache, type GroupStoreLike } from './group-cache.js'
+import { OverloadGuard, type OverloadLimits, type OverloadStats } from './overload.js'
+import { RemoteAccountStore, type RemoteAccountStoreOptions } from '@sipring/auth'
 import { DigestServer, contactLimitExceeded, registerAor, type Account, type AccountStore, type ChallengeAlgorithm, type DigestLimits, type DigestStats } from '@sipring/auth'
 
 /**
@@ -65,8 +70,12 @@ export interface SuperNodeOverlayInit {
   rejoinInterval?: number
   /** See {@link ReplicationOptions}: re-read delay after a publish (default 1000 ms). */
   verifyDelay?: number
-  /** Publishes running at once (default 64). */
+  /** Publishes running at once (default 512). */
   concurrency?: number
+  /** See {@link ReplicationOptions}: own replica trusted instead of a quorum pre-read for this long (default 3,600,000 ms; 0 = never). */
+  trustLocalFor?: number
+  /** See {@link ReplicationOptions}: sign the own AOR portions and accept only validly signed ones of other nodes (default: none). */
+  signer?: PortionSigner
   /**
    * A 2xx to a REGISTER with Contacts is sent only once the AOR's new state reached the write quorum
    * in the overlay, waiting at most this long (ms, default 2000); past it the answer is
@@ -98,6 +107,29 @@ export interface SuperNodeInit {
   auth?: SuperNodeAuthInit
   /** Group calls (with `components.accounts`): depth, branch cap, hunt per-member timeout. */
   groups?: Partial<GroupLimits>
+  /**
+   * Core nodes holding the accounts (their overlay ids). Without `components.accounts`, the node reads
+   * accounts and groups from them over its overlay network (a {@link RemoteAccountStore}: failover,
+   * TTL cache, stale entries served while every core node is down, invalidations pushed by them).
+   */
+  coreNodes?: PeerId[]
+  /** Tuning of that store (timeouts, TTLs). */
+  coreAccounts?: Omit<RemoteAccountStoreOptions, 'rpc' | 'clock' | 'logger' | 'cores'>
+  /**
+   * Group calls: `distributed` (default with an overlay) sends one fork request per owner node of the
+   * members, which forks to them; `centralized` (default without an overlay) forks here to every member.
+   */
+  groupForking?: GroupForking
+  /** Distributed group forking: a fork request with no provisional after this many ms is re-resolved (default 2000). */
+  forkTimeout?: number
+  /**
+   * Distributed group forking: members this node owns are forked by their next replica owner
+   * (`replica`, default: the originating node keeps only its attached members and one request per
+   * owner) or `here` (one hop less for those members, more load at the originating node).
+   */
+  forkOwnMembers?: 'here' | 'replica'
+  /** Requests processed at once before new ones are answered 503 + Retry-After (see {@link OverloadLimits}). */
+  overload?: Partial<OverloadLimits>
 }
 
 export interface SuperNodeStatus {
@@ -119,6 +151,8 @@ export interface SuperNodeStatus {
   proxy: ProxyStats
   /** Digest authentication counters, when authentication is on. */
   auth?: DigestStats
+  /** Requests in progress and those shed with 503 (overload bound). */
+  overload: OverloadStats
   /** Overlay state, with an overlay only. */
   overlay?: {
     self: PeerId
@@ -164,6 +198,7 @@ class SuperNodeImpl implements SuperNode {
   readonly replication: LocationReplicator | undefined
   readonly auth: DigestServer | undefined
   private readonly overlayInit: SuperNodeOverlayInit
+  private readonly overloadGuard: OverloadGuard
   private readonly viaHost: string | undefined
   private joined = false
   private rejoinTimer: Timer | undefined
@@ -250,7 +285,9 @@ class SuperNodeImpl implements SuperNode {
         sipUri: this.overlayInit.sipUri ?? this.defaultSipUri(),
         memberStatus: id => overlay.membership.get(id)?.status,
         ...(this.overlayInit.verifyDelay !== undefined ? { verifyDelay: this.overlayInit.verifyDelay } : {}),
-        ...(this.overlayInit.concurrency !== undefined ? { concurrency: this.overlayInit.concurrency } : {})
+        ...(this.overlayInit.concurrency !== undefined ? { concurrency: this.overlayInit.concurrency } : {}),
+        ...(this.overlayInit.trustLocalFor !== undefined ? { trustLocalFor: this.overlayInit.trustLocalFor } : {}),
+        ...(this.overlayInit.signer !== undefined ? { signer: this.overlayInit.signer } : {})
       })
     } else {
       this.replication = undefined
@@ -267,12 +304,25 @@ class SuperNodeImpl implements SuperNode {
       recordRoute: init.recordRoute ?? DEFAULTS.recordRoute,
       aliases,
       nodeId: this.nodeId,
-      ...groupsOf(c.accounts, init.groups)
+      ...groupsOf(c.accounts, init.groups, c.clock),
+      // distributed group forking: fork requests to the members' owner nodes, accepted from peer nodes only
+      groupForking: init.groupForking ?? (this.overlay !== undefined ? 'distributed' : 'centralized'),
+      ...(this.overlay !== undefined
+        ? { owners: ownerResolver(this.overlay), forkPeer: (src: Source) => this.isPeerNode(src.address), localLookup: (aor: string) => this.location.lookup(aor) }
+        : {}),
+      ...(init.forkTimeout !== undefined ? { timers: { forkTimeout: init.forkTimeout } } : {}),
+      ...(init.forkOwnMembers !== undefined ? { forkOwnMembers: init.forkOwnMembers } : {})
     })
     this.auth = this.createAuth(c, init)
+    this.overloadGuard = new OverloadGuard(init.overload)
     this.stack.onRequest = (req, tx) => {
-      if (this.auth !== undefined) void this.authorize(this.auth, req, tx)
-      else this.onRequest(req, tx)
+      // shed past the bound before any authentication or lookup (ACK/CANCEL never come here)
+      if (!this.overloadGuard.enter(req)) { this.respond(tx, this.overloadGuard.reject(req, this.stackTag())); return }
+      const done = this.auth !== undefined ? this.authorize(this.auth, req, tx) : this.onRequest(req, tx)
+      done.catch((err: unknown) => {
+        this.log.error({ err: errText(err), method: req.method, callId: req.get('call-id') }, 'request handling failed; answering 500')
+        if (tx.state === 'trying' || tx.state === 'proceeding') this.respond(tx, createResponse(req, 500, 'Server Internal Error', this.stackTag()))
+      }).finally(() => { this.overloadGuard.leave() })
     }
     this.stack.onAck = (ack, source) => {
       this.proxy.handleAck(ack, source).catch((err: unknown) => {
@@ -301,6 +351,7 @@ class SuperNodeImpl implements SuperNode {
       logger: this.log,
       accounts: c.accounts,
       realm,
+      nodeId: this.nodeId, // nonces are bound to this node: nc replays cannot pass at another super node
       ...(a.secret !== undefined ? { secret: a.secret } : {}),
       ...(a.algorithms !== undefined ? { algorithms: a.algorithms } : {}),
       ...(a.nonceTtlMs !== undefined ? { nonceTtlMs: a.nonceTtlMs } : {}),
@@ -308,7 +359,7 @@ class SuperNodeImpl implements SuperNode {
       ...(a.checkIdentity !== undefined ? { checkIdentity: a.checkIdentity } : {}),
       ...(a.limits !== undefined ? { limits: a.limits } : {}),
       // requests relayed by known super nodes of the overlay (Route `<us;lr;sr=local>`) were authenticated there
-      trusted: (req, source) => trustedSources.has(source.address) || (/[;]sr=local\b/i.test(req.get('route') ?? '') && this.isPeerNode(source.address))
+      trusted: (req, source) => trustedSources.has(source.address) || (/[;]sr=(?:local|fork)\b/i.test(req.get('route') ?? '') && this.isPeerNode(source.address))
     })
   }
 
@@ -342,15 +393,16 @@ class SuperNodeImpl implements SuperNode {
         return
       }
     }
-    this.onRequest(req, tx)
+    await this.onRequest(req, tx)
   }
 
-  private onRequest (req: SipRequest, tx: ServerTransaction): void {
+  /** Resolves once the request is answered or forwarded (never rejects). */
+  private async onRequest (req: SipRequest, tx: ServerTransaction): Promise<void> {
     if (req.method === 'REGISTER') {
-      void this.onRegister(req, tx)
+      await this.onRegister(req, tx)
       return
     }
-    this.proxy.handleRequest(req, tx).catch((err: unknown) => {
+    await this.proxy.handleRequest(req, tx).catch((err: unknown) => {
       this.log.error({ err: errText(err), method: req.method, callId: req.get('call-id') }, 'proxy failed on a request')
       this.respond(tx, createResponse(req, 500, 'Server Internal Error', this.stackTag()))
     })
@@ -485,6 +537,7 @@ class SuperNodeImpl implements SuperNode {
       stack,
       proxy: this.proxy.stats(),
       ...(this.auth !== undefined ? { auth: this.auth.stats() } : {}),
+      overload: this.overloadGuard.stats(),
       ...(this.overlay !== undefined
         ? {
             overlay: {
@@ -511,12 +564,20 @@ function errText (err: unknown): string {
 
 /** Build (not start) a super node from its components. */
 export function createSuperNode (components: SuperNodeComponents, init: SuperNodeInit = {}): SuperNode {
+  if (components.accounts === undefined && (init.coreNodes?.length ?? 0) > 0) {
+    const o = components.overlay
+    if (o === undefined || !('network' in o)) throw new TypeError('createSuperNode: coreNodes needs components.overlay with its network')
+    components = {
+      ...components,
+      accounts: new RemoteAccountStore({ ...init.coreAccounts, rpc: overlayAccountRpc(o.network), clock: components.clock, logger: components.logger, cores: init.coreNodes! })
+    }
+  }
   return new SuperNodeImpl(components, init)
 }
 
 /** Group calls: the proxy reads groups from the accounts store when it has them. */
-function groupsOf (accounts: SuperNodeComponents['accounts'], limits: Partial<GroupLimits> | undefined): Pick<ProxyOptions, 'groups' | 'groupLimits'> {
-  const getGroup = accounts?.getGroup
-  if (getGroup === undefined) return {}
-  return { groups: { get: async aor => await getGroup.call(accounts, aor) }, ...(limits !== undefined ? { groupLimits: limits } : {}) }
+function groupsOf (accounts: SuperNodeComponents['accounts'], limits: Partial<GroupLimits> | undefined, clock: Clock): Pick<ProxyOptions, 'groups' | 'groupLimits'> {
+  if (accounts?.getGroup === undefined) return {}
+  const store = accounts as GroupStoreLike
+  return { groups: new GroupCache(store, clock), ...(limits !== undefined ? { groupLimits: limits } : {}) }
 }

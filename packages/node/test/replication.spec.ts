@@ -287,6 +287,33 @@ t.test('owner of the key, AOR written alone: verified against the own replica; a
   await r.stop()
 })
 
+t.test('settled(aor) is resolved by the publish in flight that read the AOR after its last change, whatever other AORs changed since', async t => {
+  const { clock, location, r, reg, tick, calls } = await setupReplica()
+  const K = aorKey(ALICE)
+  await reg(1)
+  await tick(5000)
+  calls.splice(0)
+  // a blind refresh reads usrloc synchronously and is in flight (its put not answered yet) ...
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 60, node: 'me' }], callId: 'c1', cseq: 2 })
+  // ... when another AOR changes (the global change counter moves on) before the REGISTER asks to be acknowledged
+  location.applyRegister('sip:bob@example.org', { contacts: [{ contact: 'sip:bob@192.0.2.2', expires: 60, node: 'me' }], callId: 'b1', cseq: 1 })
+  let ok: boolean | undefined
+  void r.settled(ALICE, { timeoutMs: 2000 }).then(v => { ok = v })
+  await flush()
+  t.equal(ok, true, 'acknowledged by the write in flight, not after the 2 s timeout')
+  t.same(calls.filter(c => c.includes(K)), [`put ${K}`], 'one write of alice')
+  // a change made after the in-flight publish read usrloc still waits for the next publish
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 60, node: 'me' }], callId: 'c1', cseq: 3 })
+  location.applyRegister(ALICE, { contacts: [{ contact: 'sip:alice@192.0.2.1', expires: 90, node: 'me' }], callId: 'c1', cseq: 4 })
+  ok = undefined
+  void r.settled(ALICE, { timeoutMs: 2000 }).then(v => { ok = v })
+  await flush()
+  t.equal(ok, true)
+  t.match(JSON.stringify(calls), /put aor\|sip:alice@example.org.*put aor\|sip:alice@example.org/, 'written again with the latest change')
+  clock.advance(1); await flush()
+  await r.stop()
+})
+
 t.test('a concurrent write by another node: the verification goes to the quorum and repairs; the next refresh reads the quorum', async t => {
   const { r, reg, tick, calls, items, write } = await setupReplica()
   const K = aorKey(ALICE)

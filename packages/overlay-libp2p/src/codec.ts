@@ -27,8 +27,22 @@ export class FrameError extends Error {
  */
 export interface BadMessage { id: number, kind: 'req' | 'res', error: string }
 
+/**
+ * JSON of frozen messages already encoded (a message sent to several peers, e.g. a batch of writes
+ * for both remote owners, is encoded once). Only frozen messages are cached: their top level cannot
+ * change between two sends (their senders do not mutate what they froze).
+ */
+const encoded = new WeakMap<object, string>()
+
 export function encodeFrame (frame: Frame, maxFrameSize = DEFAULT_MAX_FRAME_SIZE): Uint8Array {
-  const json = JSON.stringify(frame)
+  let json: string
+  if (Object.isFrozen(frame.msg)) {
+    let m = encoded.get(frame.msg)
+    if (m === undefined) { m = JSON.stringify(frame.msg); encoded.set(frame.msg, m) }
+    json = `{"id":${frame.id},"kind":${JSON.stringify(frame.kind)},"msg":${m}}`
+  } else {
+    json = JSON.stringify(frame)
+  }
   const len = Buffer.byteLength(json, 'utf8')
   if (len > maxFrameSize) throw new FrameError('ERR_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${maxFrameSize}`)
   const buf = Buffer.allocUnsafe(FRAME_HEADER + len)

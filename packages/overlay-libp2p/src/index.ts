@@ -6,6 +6,8 @@ export {
 } from './network.js'
 export { encodeFrame, decodePayload, rawFrame, jsonDepthExceeds, DEFAULT_MAX_DEPTH, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER, type Frame, type BadMessage } from './codec.js'
 export { loadOrCreatePrivateKey, IdentityError } from './identity.js'
+export { ed25519Signer, type NodeSigner } from './signer.js'
+export { gateService, type GateStats, type ServiceGateInit } from './gate.js'
 export { Admission, ADMIT_PROTOCOL, type AdmissionGate, type AdmissionInit, type AdmissionStats, type AdmissionHost } from './admission.js'
 export {
   issueCredential, verifyCredential, parseCredential, parseCorePublicKey, encodePublicKey, credentialPayload, createCoreKey, loadCoreKey,

@@ -1,5 +1,6 @@
 import './polyfill.js'
 import type { Libp2p, PeerId as Libp2pPeerId, Stream } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Clock, Logger, Timer } from '@sipring/interface'
@@ -36,6 +37,8 @@ export interface OverlayNetworkLimits {
   maxWriteBuffer: number
   /** Deepest array/object nesting accepted in a frame; deeper → stream reset. */
   maxDepth: number
+  /** Frames written to one stream in the same event-loop turn are sent as one write; past this many bytes queued, at once. */
+  coalesceBytes: number
   /** Schema limits of incoming messages (array lengths, string lengths). */
   message: MessageLimits
 }
@@ -50,6 +53,7 @@ export const DEFAULT_NETWORK_LIMITS: OverlayNetworkLimits = {
   lookupRetryDelay: 200,
   maxWriteBuffer: 16 * 1024 * 1024,
   maxDepth: DEFAULT_MAX_DEPTH,
+  coalesceBytes: 64 * 1024,
   message: DEFAULT_MESSAGE_LIMITS
 }
 
@@ -78,6 +82,10 @@ export interface OverlayNetworkStats {
   admissionFailures: number
   /** Overlay streams or requests refused because their peer was not (or no longer) admitted. */
   unadmitted: number
+  /** Streams of the other libp2p protocols (kad-dht, identify, ping) refused: peer not admitted. */
+  unadmittedStreams: number
+  /** kad-dht / ping streams not opened to a peer because it was not admitted. */
+  unadmittedDials: number
 }
 
 interface Pending { resolve: (m: OverlayMessage) => void, reject: (e: Error) => void }
@@ -112,14 +120,42 @@ class Channel {
 
   newId (): number { return this.nextId++ }
 
-  /** Throws FrameError (too large) or OverlayUnreachableError (stream no longer writable). */
+  /** Frames encoded since the last flush (sent together: one stream write, one noise/yamux frame). */
+  private out: Uint8Array[] = []
+  private outBytes = 0
+  private flushScheduled = false
+
+  /**
+   * Queues one frame; every frame written in the same event-loop turn leaves in one stream write
+   * (one yamux frame, one noise encryption, one socket write instead of one per frame), flushed at
+   * the end of the turn (`setImmediate`) or at once past `coalesceBytes`.
+   * Throws FrameError (too large) or OverlayUnreachableError (stream no longer writable).
+   */
   write (frame: Frame): void {
     const bytes = encodeFrame(frame, this.net.limits.maxFrameSize)
     if (this.closed || this.stream.writeStatus !== 'writable') throw new OverlayUnreachableError(`stream to ${this.peer} is closed`)
+    this.out.push(bytes)
+    this.outBytes += bytes.length
+    if (this.outBytes >= this.net.limits.coalesceBytes) { this.flush(); return }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => { this.flushScheduled = false; this.flush() })
+    }
+  }
+
+  /** Sends the queued frames as one write; a failed write closes the channel (its requests reject as unreachable). */
+  flush (): void {
+    if (this.out.length === 0) return
+    const parts = this.out
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.outBytes)
+    this.out = []
+    this.outBytes = 0
+    if (this.closed) return
     try {
+      if (this.stream.writeStatus !== 'writable') throw new Error('stream is not writable')
       this.stream.send(bytes)
     } catch (err) {
-      throw new OverlayUnreachableError(`stream to ${this.peer}: ${(err as Error).message}`)
+      this.abort(new OverlayUnreachableError(`stream to ${this.peer}: ${(err as Error).message}`))
     }
   }
 
@@ -198,7 +234,8 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
   readonly logger: Logger
   readonly stats: OverlayNetworkStats = {
     requestsSent: 0, requestsReceived: 0, responsesReceived: 0, timeouts: 0, streamsOpened: 0, streamsAccepted: 0,
-    badFrames: 0, badMessages: 0, unmatched: 0, busy: 0, relookups: 0, admitted: 0, admissionFailures: 0, unadmitted: 0
+    badFrames: 0, badMessages: 0, unmatched: 0, busy: 0, relookups: 0, admitted: 0, admissionFailures: 0, unadmitted: 0,
+    unadmittedStreams: 0, unadmittedDials: 0
   }
 
   /** When set (a closed overlay), only admitted peers' streams are accepted and their requests served. */
@@ -212,6 +249,8 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
   /** Every open stream (a peer may have opened one to us while we opened one to it). */
   private readonly all = new Set<Channel>()
   private readonly opening = new Map<PeerId, Promise<Channel>>()
+  /** Addresses dialled directly for some peers (core nodes given by address): no peer-store or kad-dht lookup. */
+  private readonly pinned = new Map<PeerId, Multiaddr[]>()
   private running = false
 
   constructor (components: Libp2pOverlayNetworkComponents, limits: Partial<OverlayNetworkLimits> = {}) {
@@ -259,6 +298,15 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
   onRequest (handler: RequestHandler): () => void {
     this.handlers.push(handler)
     return () => { const i = this.handlers.indexOf(handler); if (i >= 0) this.handlers.splice(i, 1) }
+  }
+
+  /**
+   * Always reach `peer` at these multiaddrs (each ending with its `/p2p/<id>`) when not connected: for
+   * peers known by address and not by the ring (core nodes), so a dial after their restart needs no lookup.
+   */
+  pin (peer: PeerId, addrs: Multiaddr[]): void {
+    if (addrs.length === 0) this.pinned.delete(peer)
+    else this.pinned.set(peer, [...addrs])
   }
 
   /** Number of open overlay streams and of requests waiting for an answer. */
@@ -394,8 +442,9 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
     const timer = this.clock.setTimer(this.limits.dialTimeout, () => { ac.abort(new OverlayTimeoutError(`dialling ${peer} timed out`)) })
     try {
       const connected = this.libp2p.getConnections(pid).length > 0
+      const pinned = connected ? undefined : this.pinned.get(peer)
       let looked = false
-      if (!connected && !(await this.knowsAddresses(pid))) {
+      if (!connected && pinned === undefined && !(await this.knowsAddresses(pid))) {
         // kad-dht holds its queries until it has a peer: with no connection at all there is nobody to ask
         if (this.libp2p.getConnections().length === 0) throw new OverlayUnreachableError(`peer ${peer} unknown and no peers to ask`)
         await this.lookup(pid, ac.signal, this.limits.lookupAttempts, true)
@@ -403,9 +452,9 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
       }
       let stream: Stream
       try {
-        stream = await this.libp2p.dialProtocol(pid, OVERLAY_PROTOCOL, { signal: ac.signal })
+        stream = await this.libp2p.dialProtocol(pinned ?? pid, OVERLAY_PROTOCOL, { signal: ac.signal })
       } catch (err) {
-        if (looked || connected || ac.signal.aborted || this.libp2p.getConnections().length === 0) throw err
+        if (pinned !== undefined || looked || connected || ac.signal.aborted || this.libp2p.getConnections().length === 0) throw err
         // the addresses we knew failed: the peer may have restarted elsewhere; ask the DHT (not our cache) once
         this.stats.relookups++
         await this.lookup(pid, ac.signal, 1, false)

@@ -15,6 +15,7 @@ import type { Clock, Logger, Startable } from '@sipring/interface'
 import { OverlayUnreachableError, type OverlayMessage, type OverlayNetwork, type PeerId, type RequestHandler, type SendOptions } from '@sipring/overlay'
 import { Admission, type AdmissionInit } from './admission.js'
 import { parseCorePublicKey, parseCredential, verifyCredential, type OverlayCredential } from './credential.js'
+import { gateService } from './gate.js'
 import { loadOrCreatePrivateKey } from './identity.js'
 import { Libp2pOverlayNetwork, type OverlayNetworkLimits, type OverlayNetworkStats } from './network.js'
 
@@ -154,6 +155,24 @@ export class Libp2pOverlay extends EventEmitter<Libp2pOverlayEvents> implements 
     }
   }
 
+  /**
+   * Remember multiaddrs (`…/p2p/<id>`) of peers reached by address rather than through the ring
+   * (core nodes): every later dial to them uses these addresses. Returns the peer ids; a bad multiaddr
+   * throws TypeError.
+   */
+  pinAddresses (addrs: string[]): PeerId[] {
+    const byPeer = new Map<PeerId, Multiaddr[]>()
+    for (const a of addrs) {
+      let ma: Multiaddr
+      try { ma = multiaddr(a) } catch (err) { throw new TypeError(`bad multiaddr ${JSON.stringify(a.slice(0, 200))}: ${(err as Error).message}`) }
+      const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+      if (id === undefined) throw new TypeError(`multiaddr ${a} does not end with /p2p/<peerId>`)
+      byPeer.set(id, [...(byPeer.get(id) ?? []), ma])
+    }
+    for (const [id, list] of byPeer) this.network.pin(id, list)
+    return [...byPeer.keys()]
+  }
+
   /** Looks a peer's addresses up (peer store, then kad-dht). Rejects with OverlayUnreachableError. */
   async findPeer (id: PeerId, opts: { signal?: AbortSignal } = {}): Promise<string[]> {
     let pid: Libp2pPeerId
@@ -212,8 +231,19 @@ export async function libp2pOverlay (init: Libp2pOverlayInit): Promise<Libp2pOve
   }
   // a peer that failed admission is refused before noise completes for `refuseFor` ms (it cannot show a
   // credential through the gater, so admission itself runs on the connection: see Admission)
-  const holder: { gate?: Admission } = {}
+  const holder: { gate?: Admission, node?: Libp2pOverlay } = {}
   const refused = (peer: Libp2pPeerId): boolean => holder.gate?.isRefused(peer.toString()) ?? false
+  // in a closed overlay every libp2p service (kad-dht, identify, ping) serves, queries and learns
+  // admitted peers only: see gateService
+  const gated = <C extends object, S>(factory: (components: C) => S): ((components: C) => S) => admission === undefined
+    ? factory
+    : gateService(factory, {
+      gate: () => holder.gate,
+      clock: init.clock,
+      logger: init.logger,
+      timeout: () => admission.timeout ?? 5000,
+      count: (what) => { if (holder.node !== undefined) holder.node.network.stats[what]++ }
+    })
   const libp2p = await createLibp2p({
     start: false,
     ...(privateKey !== undefined ? { privateKey } : {}),
@@ -230,15 +260,15 @@ export async function libp2pOverlay (init: Libp2pOverlayInit): Promise<Libp2pOve
       ...(init.maxConnections !== undefined ? { maxConnections: init.maxConnections } : {})
     },
     services: {
-      identify: identify(),
-      ping: ping(),
-      dht: kadDHT({
+      identify: gated(identify()),
+      ping: gated(ping()),
+      dht: gated(kadDHT({
         protocol: DHT_PROTOCOL,
         clientMode: false,
         peerInfoMapper: passthroughMapper,
         initialQuerySelfInterval: 0,
         allowQueryWithZeroPeers: false
-      })
+      }))
     }
   })
   if (admission !== undefined) {
@@ -247,5 +277,6 @@ export async function libp2pOverlay (init: Libp2pOverlayInit): Promise<Libp2pOve
   }
   const node = new Libp2pOverlay(libp2p, init, created, admission)
   holder.gate = node.admission
+  holder.node = node
   return node
 }

@@ -75,3 +75,21 @@ t.test('nesting depth is bounded before parsing (exact limit; brackets in string
   const ok = `{"id":1,"kind":"req","msg":{"type":"store.put","items":[{"key":"k","version":{"updated":1,"counter":0,"origin":"o"},"deleted":false,"expires":1,"value":${nest(20)}}]}}`
   t.notOk('error' in decodePayload(Buffer.from(ok)), 'a value nested 20 deep is fine')
 })
+
+t.test('a frozen message is encoded once and reused for every frame that carries it', async t => {
+  const item = { key: 'aor|x', version: { updated: 5, counter: 0, origin: 'p' }, deleted: false, json: '{"a":"b\\"c"}', expires: 99 }
+  const msg = Object.freeze({ type: 'store.put' as const, items: Object.freeze([item]) as never, hops: 2 })
+  const a = encodeFrame({ id: 1, kind: 'req', msg })
+  const b = encodeFrame({ id: 2, kind: 'req', msg })
+  t.same(decodePayload(a.subarray(FRAME_HEADER)), { id: 1, kind: 'req', msg: { type: 'store.put', items: [item], hops: 2 } })
+  t.same(decodePayload(b.subarray(FRAME_HEADER)), { id: 2, kind: 'req', msg: { type: 'store.put', items: [item], hops: 2 } })
+  t.equal(Buffer.from(a.subarray(FRAME_HEADER)).toString(), JSON.stringify({ id: 1, kind: 'req', msg }), 'byte-identical to the plain encoding')
+  // a mutable message is encoded afresh every time
+  const m2 = { type: 'store.get' as const, key: 'k1' }
+  encodeFrame({ id: 3, kind: 'req', msg: m2 })
+  m2.key = 'k2'
+  t.match(decodePayload(encodeFrame({ id: 4, kind: 'req', msg: m2 }).subarray(FRAME_HEADER)), { msg: { key: 'k2' } })
+  // an item whose json is not JSON text: the message is refused (error reply), the stream goes on
+  const bad = rawFrame(JSON.stringify({ id: 5, kind: 'req', msg: { type: 'store.put', items: [{ ...item, json: '{"a":' }] } }))
+  t.same(decodePayload(bad.subarray(FRAME_HEADER)), { id: 5, kind: 'req', error: 'item json is not JSON text' })
+})

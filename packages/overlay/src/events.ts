@@ -18,6 +18,11 @@ export class TypedEmitter<E extends { [K in keyof E]: (...args: any[]) => void }
     if (i >= 0) l.splice(i, 1)
   }
 
+  /** Is anyone listening to `event`? (Lets an emitter skip building an event nobody receives.) */
+  protected hasListeners<K extends keyof E>(event: K): boolean {
+    return (this.listeners.get(event)?.length ?? 0) > 0
+  }
+
   protected emit<K extends keyof E>(event: K, ...args: Parameters<E[K]>): void {
     const l = this.listeners.get(event)
     if (l === undefined) return

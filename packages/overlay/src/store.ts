@@ -27,8 +27,20 @@ export function compareItems (a: WireItem, b: WireItem): number {
   if (v !== 0) return v
   if (a.deleted !== b.deleted) return a.deleted ? 1 : -1
   if (a.expires !== b.expires) return a.expires < b.expires ? -1 : 1
-  const ja = JSON.stringify(a.value) ?? ''; const jb = JSON.stringify(b.value) ?? ''
+  const ja = textOf(a); const jb = textOf(b)
   return ja < jb ? -1 : ja > jb ? 1 : 0
+}
+
+/** The value's JSON text of an item carrying `json` or `value` ('' for none). */
+function textOf (it: WireItem): string {
+  return it.json ?? JSON.stringify(it.value) ?? ''
+}
+
+/** The value of an item carrying `json` or `value` (decoded from the text when needed). */
+export function itemValue<V> (it: WireItem<V>): V | undefined {
+  if (it.deleted) return undefined
+  if (it.json !== undefined) return it.json === '' ? undefined : JSON.parse(it.json) as V
+  return it.value
 }
 
 /** The merge of two states of the same key (undefined = no state). */
@@ -86,6 +98,27 @@ export interface StoreInit {
    * locally, marked as not authoritative. 0 disables forwarding. Integer in [0, 8]. Default 2.
    */
   maxHops?: number
+  /**
+   * Batch the routed writes (`put`/`delete`) made in the same microtask round into one `store.put`
+   * per owner, and the routed reads into one `store.gets` (each item still acknowledged / answered on
+   * its own). Default true.
+   */
+  putBatching?: boolean
+  /**
+   * An interrupted handoff (a batch not acknowledged) resumes from that batch after `requestTimeout`
+   * ms, doubling, at most this many times while the ring is unchanged. Default 5.
+   */
+  maxHandoffRetries?: number
+}
+
+export interface GetOptions extends AbortOptions {
+  /**
+   * Ask only as many remote owners as the read quorum still needs (this node's own replica counts
+   * as one answer when it is an owner); the others are asked when one of those fails, or all at
+   * once when no quorum came within `requestTimeout / 4`. Read repair covers the owners that
+   * answered (anti-entropy the rest). Default false: every owner is asked at once.
+   */
+  minimal?: boolean
 }
 
 export interface PutOptions extends AbortOptions {
@@ -139,7 +172,7 @@ const MAX_INTERNED_ORIGINS = 4096
 
 /** The JSON text of an item's value as compared by `compareItems` ('' for none). */
 function valueJson (it: WireItem): string | undefined {
-  return it.deleted ? undefined : flat(JSON.stringify(it.value) ?? '')
+  return it.deleted ? undefined : it.json ?? flat(JSON.stringify(it.value) ?? '')
 }
 
 /**
@@ -165,6 +198,16 @@ function compareEntry (a: Entry, b: WireItem, bJson: string | undefined): number
 export interface StoreEvents<V> {
   /** A local replica changed (local write, replication, repair, handoff or anti-entropy). */
   change: (key: string, item: WireItem<V>) => void
+  /** A batch of a handoff to `to` was acknowledged: `sent` of `total` items handed over so far. */
+  'handoff:progress': (p: HandoffProgress) => void
+  /** The handoff to `to` is complete (`resumed`: times it resumed after an interruption). */
+  'handoff:done': (p: HandoffProgress & { resumed: number }) => void
+}
+
+export interface HandoffProgress {
+  to: PeerId
+  sent: number
+  total: number
 }
 
 export interface StoreStats {
@@ -180,6 +223,16 @@ export interface StoreStats {
   forwarded: number
   /** Routed requests that reached this non-owner with no hops left (answered locally, not counted). */
   hopLimited: number
+  /** `db.batch` calls made (each carries every write queued while the previous one ran). */
+  dbBatches: number
+  /** Routed `store.put` messages sent by this node as coordinator (batched: fewer than the writes). */
+  putMessages: number
+  /** Routed read messages (`store.get`/`store.gets`) sent by this node as coordinator (batched: fewer than the reads). */
+  getMessages: number
+  /** Handoff batches that failed (the handoff to that peer paused, to resume from that batch). */
+  handoffInterrupted: number
+  /** Handoffs resumed after an interruption. */
+  handoffResumed: number
 }
 
 /**
@@ -221,8 +274,20 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private aeTimer: Timer | undefined
   private unhandle: (() => void) | undefined
   private persistChain: Promise<void> = Promise.resolve()
+  /** db writes not yet handed to `db.batch`: key → entry to write (undefined: delete). */
+  private readonly dbPending = new Map<string, Entry | undefined>()
+  private dbScheduled = false
+  /** Routed writes waiting for this microtask round's end, per owner (see `sendPut`). */
+  private readonly outbox = new Map<PeerId, Array<{ item: WireItem<V>, resolve: (by: PeerId[]) => void, reject: (err: unknown) => void }>>()
+  private outboxScheduled = false
+  /** Routed reads waiting for this microtask round's end, per owner (see `sendGet`). */
+  private readonly getbox = new Map<PeerId, Array<{ key: string, resolve: (res: OverlayMessage) => void, reject: (err: unknown) => void }>>()
+  private readonly putBatching: boolean
+  private readonly maxHandoffRetries: number
+  /** Interrupted handoffs waiting to resume (one per peer and handoff run). */
+  private readonly resuming = new Set<PeerHandoff>()
   private handoffChain: Promise<void> = Promise.resolve()
-  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0 }
+  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0 }
 
   constructor (components: StoreComponents, init: StoreInit = {}) {
     super()
@@ -248,6 +313,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.maxSkew = init.maxClockSkew ?? 60_000
     this.prefix = init.dbPrefix ?? 'ovs!'
     this.maxHops = init.maxHops ?? 2
+    this.putBatching = init.putBatching ?? true
+    this.maxHandoffRetries = init.maxHandoffRetries ?? 5
     const intIn = (x: number, lo: number, hi: number): boolean => Number.isInteger(x) && x >= lo && x <= hi
     if (!intIn(this.replicas, 1, 16)) throw new RangeError('replicas must be an integer in [1, 16]')
     if (!intIn(this.writeQuorum, 1, this.replicas) || !intIn(this.readQuorum, 1, this.replicas)) throw new RangeError('quorums must be in [1, replicas]')
@@ -291,6 +358,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   async stop (): Promise<void> {
     this.running = false
     this.aeTimer?.cancel(); this.aeTimer = undefined
+    for (const h of this.resuming) h.timer?.cancel()
+    this.resuming.clear()
     this.unhandle?.(); this.unhandle = undefined
     await this.handoffChain.catch(() => {})
     await this.persistChain
@@ -347,10 +416,10 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   }
 
   /** The value, or undefined when absent, deleted or expired. Waits for the read quorum; repairs stale replicas. */
-  async get (key: string, opts: AbortOptions = {}): Promise<V | undefined> {
+  async get (key: string, opts: GetOptions = {}): Promise<V | undefined> {
     this.checkKey(key)
     const it = await this.read(key, opts)
-    return it === undefined || it.deleted ? undefined : it.value
+    return it === undefined ? undefined : itemValue(it)
   }
 
   /** This node's local replica of `key` (tombstones included), without network. */
@@ -369,6 +438,17 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** Owners of a key under the current ring. */
   owners (key: string): PeerId[] {
     return this.ring === undefined ? [] : this.ring.owners(key, this.replicas)
+  }
+
+  /**
+   * Is this node one of the key's owners under the current ring? Without hashing the key when the
+   * ring has at most R members (then every member owns every key).
+   */
+  isOwner (key: string): boolean {
+    const ring = this.ring
+    if (ring === undefined || ring.size === 0) return false
+    if (ring.size <= this.replicas) return ring.has(this.self)
+    return ring.owners(key, this.replicas).includes(this.self)
   }
 
   /** Remove expired items and tombstones (memory and db). Returns how many went. */
@@ -409,16 +489,18 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         if (done) return
         if (acked.size >= need) { done = true; resolve() } else if (pending === 0) { done = true; reject(new QuorumError(acked.size, need, `write ${item.key}`)) }
       }
+      // the value is encoded once: the own replica and every remote owner get the same text
+      const wire = this.textItem(item)
       for (const o of owners) {
         if (o === this.self) {
-          this.applyLocal(item)
+          this.applyLocal(wire, item)
           acked.add(o)
           continue
         }
         pending++
-        this.net.send(o, { type: 'store.put', items: [item], hops: this.maxHops }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+        this.sendPut(o, wire, opts.signal).then(by => {
           pending--
-          if (res.type === 'store.ok') for (const p of this.answeredBy(res.by, o)) acked.add(p)
+          for (const p of by) acked.add(p)
           check()
         }, () => { pending--; check() })
       }
@@ -426,7 +508,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     })
   }
 
-  private async read (key: string, opts: AbortOptions): Promise<WireItem<V> | undefined> {
+  private async read (key: string, opts: GetOptions): Promise<WireItem<V> | undefined> {
     if (!this.running) throw new OverlayError('ERR_NOT_STARTED', 'store is not running')
     if (opts.signal?.aborted === true) throw new OverlayAbortError()
     const owners = this.requireRing().owners(key, this.replicas)
@@ -438,23 +520,23 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     let pending = 0
     let best: WireItem<V> | undefined
     const all: Array<Promise<void>> = []
+    /** Remote owners not asked yet (`minimal`: asked when an asked one fails or is slow). */
+    const later: PeerId[] = []
+    let hedge: Timer | undefined
     const result = await new Promise<WireItem<V> | undefined>((resolve, reject) => {
       let done = false
       const check = (): void => {
         if (done) return
-        if (counted.size >= need) { done = true; resolve(best) } else if (pending === 0) { done = true; reject(new QuorumError(counted.size, need, `read ${key}`)) }
+        if (counted.size >= need) { done = true; hedge?.cancel(); resolve(best); return }
+        if (pending === 0 && later.length > 0) { askMore(need - counted.size); return }
+        if (pending === 0) { done = true; hedge?.cancel(); reject(new QuorumError(counted.size, need, `read ${key}`)) }
       }
       const got = (it: WireItem<V> | null): void => {
         if (it !== null) { this.observe(it.version); best = mergeItem(best, it) }
       }
-      for (const o of owners) {
-        if (o === this.self) {
-          const it = this.local(key) ?? null
-          got(it); answers.set(o, it); counted.add(o)
-          continue
-        }
+      const ask = (o: PeerId): void => {
         pending++
-        all.push(this.net.send(o, { type: 'store.get', key, hops: this.maxHops }, { signal: opts.signal, timeout: this.timeout }).then(res => {
+        all.push(this.sendGet(o, key, opts.signal).then(res => {
           pending--
           if (res.type === 'store.item' && (res.item === null || res.item.key === key)) {
             const it = res.item === null || res.item.expires <= this.clock.now() ? null : res.item as WireItem<V>
@@ -464,6 +546,24 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
           }
           check()
         }, () => { pending--; check() }))
+      }
+      const askMore = (n: number): void => { for (const o of later.splice(0, Math.max(1, n))) ask(o) }
+      const remote: PeerId[] = []
+      for (const o of owners) {
+        if (o === this.self) {
+          const it = this.localText(key) ?? null
+          got(it); answers.set(o, it); counted.add(o)
+        } else remote.push(o)
+      }
+      if (opts.minimal === true) {
+        const first = Math.max(0, need - counted.size)
+        later.push(...remote.slice(first))
+        for (const o of remote.slice(0, first)) ask(o)
+        if (later.length > 0 && counted.size < need) {
+          hedge = this.clock.setTimer(Math.max(1, Math.floor(this.timeout / 4)), () => { if (!done) askMore(later.length) })
+        }
+      } else {
+        for (const o of remote) ask(o)
       }
       check()
     })
@@ -483,6 +583,98 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** Who an answer speaks for: the sender itself (no `by`), else the named owners (at most R). */
   private answeredBy (by: PeerId[] | undefined, from: PeerId): PeerId[] {
     return by === undefined ? [from] : by.slice(0, this.replicas)
+  }
+
+  /**
+   * A routed write of `item` to owner `to`; resolves with the owners that stored it (per the answer).
+   * Writes to the same owner queued in the same microtask round go in one `store.put` (up to
+   * `maxItemsPerMessage` items; `putBatching: false` or an abort signal: one message per write).
+   */
+  private async sendPut (to: PeerId, item: WireItem<V>, signal: AbortSignal | undefined): Promise<PeerId[]> {
+    if (!this.putBatching || signal !== undefined) {
+      const res = await this.net.send(to, { type: 'store.put', items: [item], hops: this.maxHops }, { signal, timeout: this.timeout })
+      return res.type === 'store.ok' ? this.answeredBy(res.by, to) : []
+    }
+    return await new Promise<PeerId[]>((resolve, reject) => {
+      let q = this.outbox.get(to)
+      if (q === undefined) { q = []; this.outbox.set(to, q) }
+      q.push({ item, resolve, reject })
+      if (q.length >= this.maxBatch) { this.flushPuts(to); return }
+      this.scheduleFlush()
+    })
+  }
+
+  /**
+   * A routed read of `key` at owner `to`, answered as a `store.item`. Reads to the same owner queued in
+   * the same microtask round go in one `store.gets` (same rules as `sendPut`).
+   */
+  private async sendGet (to: PeerId, key: string, signal: AbortSignal | undefined): Promise<OverlayMessage> {
+    if (!this.putBatching || signal !== undefined) {
+      return await this.net.send(to, { type: 'store.get', key, hops: this.maxHops }, { signal, timeout: this.timeout })
+    }
+    return await new Promise<OverlayMessage>((resolve, reject) => {
+      let q = this.getbox.get(to)
+      if (q === undefined) { q = []; this.getbox.set(to, q) }
+      q.push({ key, resolve, reject })
+      if (q.length >= this.maxBatch) { this.flushGets(to); return }
+      this.scheduleFlush()
+    })
+  }
+
+  private scheduleFlush (): void {
+    if (this.outboxScheduled) return
+    this.outboxScheduled = true
+    queueMicrotask(() => {
+      this.outboxScheduled = false
+      let prev: { q: Array<{ item: WireItem<V> }>, msg: OverlayMessage } | undefined
+      for (const peer of [...this.outbox.keys()]) {
+        // the same writes for several owners (R = 3: both remote owners of every key) share one
+        // frozen message, which the network may encode once
+        const q = this.outbox.get(peer)
+        const same = prev !== undefined && q !== undefined && q.length > 1 && q.length === prev.q.length && q.every((x, i) => x.item === prev!.q[i]!.item)
+        const msg = this.flushPuts(peer, same ? prev!.msg : undefined)
+        if (!same && msg !== undefined && q !== undefined) prev = { q, msg }
+      }
+      for (const peer of [...this.getbox.keys()]) this.flushGets(peer)
+    })
+  }
+
+  /** Send the reads queued for `to`: one `store.get`, or one `store.gets` for several. */
+  private flushGets (to: PeerId): void {
+    const q = this.getbox.get(to)
+    this.getbox.delete(to)
+    if (q === undefined || q.length === 0) return
+    this.stats.getMessages++
+    if (q.length === 1) {
+      const x = q[0]!
+      this.net.send(to, { type: 'store.get', key: x.key, hops: this.maxHops }, { timeout: this.timeout }).then(x.resolve, x.reject)
+      return
+    }
+    this.net.send(to, { type: 'store.gets', keys: q.map(x => x.key), hops: this.maxHops }, { timeout: this.timeout }).then(res => {
+      if (res.type !== 'store.items') { for (const x of q) x.resolve(res); return }
+      for (let i = 0; i < q.length; i++) {
+        const item = res.items[i] ?? null
+        q[i]!.resolve(res.each === undefined ? { type: 'store.item', item } : { type: 'store.item', item, by: res.each[i] ?? [] })
+      }
+    }, (err: unknown) => { for (const x of q) x.reject(err) })
+  }
+
+  /** Send the writes queued for `to` as one routed `store.put` (`msg`: already built for the same items). Returns the message. */
+  private flushPuts (to: PeerId, msg?: OverlayMessage): OverlayMessage | undefined {
+    const q = this.outbox.get(to)
+    this.outbox.delete(to)
+    if (q === undefined || q.length === 0) return undefined
+    this.stats.putMessages++
+    msg ??= Object.freeze({ type: 'store.put' as const, items: Object.freeze(q.map(x => x.item)) as WireItem[], hops: this.maxHops })
+    this.net.send(to, msg, { timeout: this.timeout }).then(res => {
+      if (res.type !== 'store.ok') { for (const x of q) x.resolve([]); return }
+      const each = q.length > 1 ? res.each : undefined
+      for (let i = 0; i < q.length; i++) {
+        const by = each !== undefined ? each[i] : res.by
+        q[i]!.resolve(each !== undefined && by === undefined ? [] : this.answeredBy(by, to))
+      }
+    }, (err: unknown) => { for (const x of q) x.reject(err) })
+    return msg
   }
 
   // ------------------------------------------------------------ local state
@@ -515,6 +707,26 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return w
   }
 
+  /** The wire form of a stored entry for other replicas: the value as its stored JSON text (no decode). */
+  private toWireText (e: Entry): WireItem<V> {
+    const w: WireItem<V> = { key: e.key, version: { updated: e.updated, counter: e.counter, origin: e.origin }, deleted: e.deleted, expires: e.expires }
+    if (e.json !== undefined) w.json = e.json
+    return w
+  }
+
+  /** `local(key)` with the value as text (`json`), for answers and merges. */
+  private localText (key: string): WireItem<V> | undefined {
+    const e = this.items.get(key)
+    if (e === undefined || e.expires <= this.clock.now()) return undefined
+    return this.toWireText(e)
+  }
+
+  /** A client write as it goes to the owners: the value encoded once, as `json`. */
+  private textItem (item: WireItem<V>): WireItem<V> {
+    if (item.deleted || item.json !== undefined) return item
+    return { key: item.key, version: item.version, deleted: false, json: valueJson(item), expires: item.expires }
+  }
+
   private nextVersion (): Version {
     const now = this.clock.now()
     if (now > this.hlc.updated) this.hlc = { updated: now, counter: 0 }
@@ -529,8 +741,11 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     }
   }
 
-  /** Merge an item into the local replica; true when it changed something. */
-  private applyLocal (item: WireItem<V>): boolean {
+  /**
+   * Merge an item into the local replica; true when it changed something. `orig`: the same write as
+   * the writer passed it (its `value` object), for `change` listeners, when `item` carries `json`.
+   */
+  private applyLocal (item: WireItem<V>, orig?: WireItem<V>): boolean {
     const now = this.clock.now()
     if (item.expires <= now) return false
     const cur = this.items.get(item.key)
@@ -541,32 +756,50 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const e = this.entry(item, json)
     this.items.set(e.key, e)
     this.persistPut(e)
-    this.emit('change', e.key, this.changed(e, item))
+    if (this.hasListeners('change')) this.emit('change', e.key, this.changed(e, orig ?? item))
     return true
   }
 
   /** The item a `change` listener sees: the stored state, the value as the writer passed it (no decode). */
   private changed (e: Entry, item: WireItem<V>): WireItem<V> {
     const w: WireItem<V> = { key: e.key, version: { updated: e.updated, counter: e.counter, origin: e.origin }, deleted: e.deleted, expires: e.expires }
-    if (!e.deleted) w.value = item.value
+    if (!e.deleted) w.value = item.json !== undefined ? itemValue(item) : item.value
     return w
   }
 
-  private persistPut (e: Entry): void {
+  private persistPut (e: Entry): void { this.persist(e.key, e) }
+
+  private persistDel (key: string): void { this.persist(key, undefined) }
+
+  /**
+   * Queue a db write (an entry, or undefined to delete). Writes queued while a batch is being
+   * written go out together in the next `db.batch`, one operation per key (the latest state).
+   */
+  private persist (key: string, e: Entry | undefined): void {
     const db = this.db
     if (db === undefined) return
-    const v = `{"key":${JSON.stringify(e.key)},"version":${JSON.stringify({ updated: e.updated, counter: e.counter, origin: e.origin })},"deleted":${e.deleted ? 'true' : 'false'}${e.json === undefined || e.json === '' ? '' : `,"value":${e.json}`},"expires":${e.expires}}`
-    this.persistChain = this.persistChain.then(() => db.put(this.prefix + e.key, v)).catch(err => {
-      this.log.error({ err: String(err), key: e.key }, 'db write failed')
+    this.dbPending.set(key, e)
+    if (this.dbScheduled) return
+    this.dbScheduled = true
+    this.persistChain = this.persistChain.then(async () => {
+      this.dbScheduled = false
+      const ops: Array<{ type: 'put', key: string, value: string } | { type: 'del', key: string }> = []
+      for (const [k, x] of this.dbPending) {
+        ops.push(x === undefined ? { type: 'del', key: this.prefix + k } : { type: 'put', key: this.prefix + k, value: this.dbValue(x) })
+      }
+      this.dbPending.clear()
+      this.stats.dbBatches++
+      try {
+        await db.batch(ops)
+      } catch (err) {
+        this.log.error({ err: String(err), ops: ops.length }, 'db write failed')
+      }
     })
   }
 
-  private persistDel (key: string): void {
-    const db = this.db
-    if (db === undefined) return
-    this.persistChain = this.persistChain.then(() => db.del(this.prefix + key)).catch(err => {
-      this.log.error({ err: String(err), key }, 'db delete failed')
-    })
+  /** The db form of an entry: its wire item as JSON (the value text spliced in, not re-encoded). */
+  private dbValue (e: Entry): string {
+    return `{"key":${JSON.stringify(e.key)},"version":{"updated":${e.updated},"counter":${e.counter},"origin":${JSON.stringify(e.origin)}},"deleted":${e.deleted ? 'true' : 'false'}${e.json === undefined || e.json === '' ? '' : `,"value":${e.json}`},"expires":${e.expires}}`
   }
 
   /** Validate and merge incoming items; returns how many were accepted. */
@@ -592,10 +825,14 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       case 'store.put':
         if (msg.items.length > this.maxBatch) return { type: 'error', code: 'ERR_TOO_MANY', message: `more than ${this.maxBatch} items` }
         if (msg.hops === undefined) return { type: 'store.ok', stored: this.acceptItems(msg.items) }
+        if (msg.items.length > 1) return await this.routedPutMany(msg.items, msg.hops)
         return await this.routedPut(msg.items, msg.hops)
       case 'store.get':
-        if (msg.hops === undefined) return { type: 'store.item', item: typeof msg.key === 'string' ? this.local(msg.key) ?? null : null }
+        if (msg.hops === undefined) return { type: 'store.item', item: typeof msg.key === 'string' ? this.localText(msg.key) ?? null : null }
         return await this.routedGet(msg.key, msg.hops)
+      case 'store.gets':
+        if (msg.keys.length > this.maxBatch) return { type: 'error', code: 'ERR_TOO_MANY', message: `more than ${this.maxBatch} keys` }
+        return await this.routedGetMany(msg.keys, msg.hops)
       case 'store.digest':
         return this.answerDigest(msg.buckets, from)
       default:
@@ -609,6 +846,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private foreignOwners (key: string): PeerId[] | undefined {
     const ring = this.ring
     if (ring === undefined || ring.size === 0) return undefined
+    // a ring of at most R members: every member owns every key (no hashing)
+    if (ring.size <= this.replicas && ring.has(this.self)) return undefined
     const owners = ring.owners(key, this.replicas)
     return owners.includes(this.self) ? undefined : owners
   }
@@ -663,10 +902,44 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return { type: 'store.ok', stored: acked.size, by: [...acked] }
   }
 
+  /**
+   * Several client writes in one `store.put` (a coordinator's batch for this owner): the items this
+   * node owns are stored; the others are routed one by one as `routedPut` does. Answered without
+   * `each` when every key is owned here (all stored by this node), else with `each`.
+   */
+  private async routedPutMany (items: WireItem[], hops: number): Promise<OverlayMessage> {
+    const mine: WireItem[] = []
+    const foreign: number[] = []
+    items.forEach((it, i) => { if (this.validKey(it.key) && this.foreignOwners(it.key) !== undefined) foreign.push(i); else mine.push(it) })
+    if (foreign.length === 0) return { type: 'store.ok', stored: this.acceptItems(items) }
+    const each: PeerId[][] = items.map(() => [this.self])
+    let stored = this.acceptItems(mine)
+    await Promise.all(foreign.map(async i => {
+      const res = await this.routedPut([items[i]!], hops)
+      if (res.type === 'store.ok') { each[i] = res.by ?? [this.self]; stored += res.stored } else each[i] = []
+    }))
+    return { type: 'store.ok', stored, each }
+  }
+
+  /** Several client reads (`store.gets`): each key answered as `routedGet` would; `each` only when some key is not owned here. */
+  private async routedGetMany (keys: string[], hops: number): Promise<OverlayMessage> {
+    const items: Array<WireItem | null> = new Array(keys.length).fill(null)
+    const each: PeerId[][] = keys.map(() => [this.self])
+    let foreign = false
+    await Promise.all(keys.map(async (key, i) => {
+      if (!this.validKey(key)) { each[i] = []; foreign = true; return }
+      if (this.foreignOwners(key) === undefined) { items[i] = this.localText(key) ?? null; return }
+      foreign = true
+      const res = await this.routedGet(key, hops)
+      if (res.type === 'store.item') { items[i] = res.item; each[i] = res.by ?? [this.self] } else each[i] = []
+    }))
+    return foreign ? { type: 'store.items', items, each } : { type: 'store.items', items }
+  }
+
   /** A client read (`store.get` with `hops`): answer as an owner, else ask the owners in this view and merge. */
   private async routedGet (key: string, hops: number): Promise<OverlayMessage> {
     if (!this.validKey(key)) return { type: 'error', code: 'ERR_BAD_KEY', message: `key must be a string of 1..${this.maxKeyLength} characters` }
-    const mine = this.local(key)
+    const mine = this.localText(key)
     const owners = this.foreignOwners(key)
     if (owners === undefined) return { type: 'store.item', item: mine ?? null }
     const h = Math.min(hops, this.maxHops)
@@ -713,30 +986,82 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       if (pusher !== this.self) continue
       for (const o of owners) if (o !== this.self && !before.includes(o)) add(o, e)
     }
-    const acked = new Map<PeerId, Set<string>>()
+    // a new ring replaces the handoffs of older rings still waiting to resume (this one recomputed what is due)
+    for (const h of [...this.resuming]) if (h.run.ring !== ring) { h.timer?.cancel(); this.resuming.delete(h) }
+    const run: HandoffRun = { ring, leaving, acked: new Map() }
     await Promise.all([...batches].map(async ([peer, list]) => {
-      const ok = new Set<string>()
-      acked.set(peer, ok)
-      for (let i = 0; i < list.length; i += this.maxBatch) {
-        const chunk = list.slice(i, i + this.maxBatch)
-        try {
-          const res = await this.net.send(peer, { type: 'store.put', items: chunk.map(e => this.toWire(e)) }, { timeout: this.timeout })
-          if (res.type === 'store.ok') { for (const e of chunk) ok.add(e.key); this.stats.handoffSent += chunk.length }
-        } catch { /* peer gone: anti-entropy or the next handoff retries */ }
-      }
+      const h: PeerHandoff = { run, peer, list, next: 0, attempts: 0, resumed: 0, timer: undefined }
+      run.acked.set(peer, new Set())
+      await this.pushHandoff(h)
     }))
-    for (const { e, owners } of leaving) {
-      if (this.ring !== ring) break // a newer ring: its handoff decides
+    this.dropHandedOff(run)
+  }
+
+  /**
+   * Streams `h.list` to its peer from `h.next` on, in batches, reporting `handoff:progress` after each
+   * acknowledged batch and `handoff:done` at the end. A failed batch interrupts it: it resumes from that
+   * batch `requestTimeout` ms later (doubling, `maxHandoffRetries` times) while the ring is unchanged;
+   * after that, anti-entropy repairs what is left.
+   */
+  private async pushHandoff (h: PeerHandoff): Promise<void> {
+    const ok = h.run.acked.get(h.peer)!
+    const total = h.list.length
+    while (h.next < total) {
+      if (!this.running || this.ring !== h.run.ring) return
+      const chunk = h.list.slice(h.next, h.next + this.maxBatch)
+      let res: OverlayMessage | undefined
+      try {
+        res = await this.net.send(h.peer, { type: 'store.put', items: chunk.map(e => this.toWireText(e)) }, { timeout: this.timeout })
+      } catch { res = undefined }
+      if (res?.type !== 'store.ok') {
+        this.stats.handoffInterrupted++
+        if (h.attempts >= this.maxHandoffRetries) {
+          this.log.debug({ peer: h.peer, sent: h.next, total }, 'handoff given up; anti-entropy repairs the rest')
+          return
+        }
+        const delay = this.timeout * 2 ** h.attempts
+        h.attempts++
+        this.resuming.add(h)
+        h.timer = this.clock.setTimer(delay, () => {
+          h.timer = undefined
+          if (!this.resuming.delete(h)) return
+          if (!this.running || this.ring !== h.run.ring) return
+          h.resumed++
+          this.stats.handoffResumed++
+          this.handoffChain = this.handoffChain.then(async () => {
+            await this.pushHandoff(h)
+            this.dropHandedOff(h.run)
+          }).catch(err => { this.log.warn({ err: String(err) }, 'handoff resume failed') })
+        })
+        return
+      }
+      for (const e of chunk) ok.add(e.key)
+      h.next += chunk.length
+      this.stats.handoffSent += chunk.length
+      this.emit('handoff:progress', { to: h.peer, sent: h.next, total })
+    }
+    this.emit('handoff:done', { to: h.peer, sent: h.next, total, resumed: h.resumed })
+  }
+
+  /** Drop the items of `run` this node no longer owns once a write quorum of their new owners acknowledged them. */
+  private dropHandedOff (run: HandoffRun): void {
+    if (this.ring !== run.ring) return // a newer ring: its handoff decides
+    for (const { e, owners } of run.leaving) {
       const cur = this.items.get(e.key)
-      if (cur !== e) continue // changed meanwhile
+      if (cur !== e) continue // changed meanwhile, or already dropped
       const need = Math.min(this.writeQuorum, owners.length)
-      const have = owners.filter(o => acked.get(o)?.has(e.key) === true).length
+      const have = owners.filter(o => run.acked.get(o)?.has(e.key) === true).length
       if (have >= need) {
         this.items.delete(e.key)
         this.persistDel(e.key)
         this.stats.handoffDropped++
       }
     }
+  }
+
+  /** Handoffs interrupted by a failure, waiting to resume (peer → state). */
+  handoffsPending (): Array<{ to: PeerId, sent: number, total: number, attempts: number }> {
+    return [...this.resuming].map(h => ({ to: h.peer, sent: h.next, total: h.list.length, attempts: h.attempts }))
   }
 
   // ------------------------------------------------------------ anti-entropy
@@ -801,7 +1126,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       if (!diff.has(mine.buckets[i]!)) continue
       const e = mine.entries[i]!
       const t = theirs.get(e.key)
-      if (t === undefined ? !res.more : compareEntry(e, t, valueJson(t)) > 0) push.push(this.toWire(e))
+      if (t === undefined ? !res.more : compareEntry(e, t, valueJson(t)) > 0) push.push(this.toWireText(e))
     }
     for (let i = 0; i < push.length; i += this.maxBatch) {
       const r = await this.net.send(p, { type: 'store.put', items: push.slice(i, i + this.maxBatch) }, { timeout: this.timeout })
@@ -824,10 +1149,29 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     for (let i = 0; i < mine.entries.length; i++) {
       if (!set.has(mine.buckets[i]!)) continue
       if (items.length >= this.maxBatch) { more = true; break }
-      items.push(this.toWire(mine.entries[i]!))
+      items.push(this.toWireText(mine.entries[i]!))
     }
     return { type: 'store.diff', buckets: diff, items, more }
   }
+}
+
+/** One handoff (for one ring): what leaves this node, and which keys each new owner acknowledged. */
+interface HandoffRun {
+  ring: Ring
+  leaving: Array<{ e: Entry, owners: PeerId[] }>
+  acked: Map<PeerId, Set<string>>
+}
+
+/** The part of a handoff going to one peer: the entries, how far it got, its retries. */
+interface PeerHandoff {
+  run: HandoffRun
+  peer: PeerId
+  list: Entry[]
+  /** Entries acknowledged so far (the next batch starts here). */
+  next: number
+  attempts: number
+  resumed: number
+  timer: Timer | undefined
 }
 
 /** Entries with their digest buckets (parallel arrays). */
