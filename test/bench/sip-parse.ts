@@ -1,4 +1,4 @@
-// Parser micro-benchmark (not a test): `npx tsx --conditions=sipring-source packages/sip/test/bench-parse.ts`
+// Parser micro-benchmark (not a test): `npx tsx --conditions=sipring-source test/bench/sip-parse.ts`
 // Reports parse-only and parse+serialize throughput on one core for a typical REGISTER and INVITE.
 import { parseMessage, serialize, parseVia, parseNameAddr, parseUri, aorOf } from '@sipring/sip'
 

@@ -1,7 +1,7 @@
 /**
  * Micro-benchmark: REGISTER requests through SipStack (parse → RFC 3581 → server transaction → TU →
  * 200 serialized → transport.send) with an in-memory transport. Not a tap test.
- *   node --import tsx --conditions=sipring-source packages/sip/test/stack.bench.ts [udp|tcp] [count]
+ *   node --import tsx --conditions=sipring-source test/bench/sip-stack.ts [udp|tcp] [count]
  * SNAP=/tmp/x.heapsnapshot writes a heap snapshot at the end (UDP: the compact Completed entries).
  */
 import type { Clock, Destination, Endpoint, SipTransport, TransportEvents, TransportProtocol } from '@sipring/interface'

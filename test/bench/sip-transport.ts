@@ -1,9 +1,8 @@
 // Loopback throughput of the UDP and TCP transports (not a test).
-// Run: node --import tsx --conditions=sipring-source packages/sip/test/transport-throughput.bench.ts [count] [window]
+// Run: node --import tsx --conditions=sipring-source test/bench/sip-transport.ts [count] [window]
 import { performance } from 'node:perf_hooks'
 import { silentLogger, type Clock, type SipTransport } from '@sipring/interface'
 import { UdpTransport, TcpTransport } from '@sipring/sip'
-import { sipRequest } from './transport-helpers.js'
 
 const N = Number(process.argv[2] ?? 200_000)
 const WINDOW = Number(process.argv[3] ?? 256)
@@ -45,3 +44,18 @@ async function run (name: string, make: () => SipTransport): Promise<void> {
 
 await run('udp', () => new UdpTransport({ address: '127.0.0.1', port: 0, clock, logger: silentLogger }))
 await run('tcp', () => new TcpTransport({ address: '127.0.0.1', port: 0, clock, logger: silentLogger }))
+
+/** A minimal SIP request (same shape as the sip package's transport test helper). */
+function sipRequest (opts: { body?: string | Buffer, callId?: string, method?: string } = {}): Buffer {
+  const body = typeof opts.body === 'string' ? Buffer.from(opts.body, 'utf8') : (opts.body ?? Buffer.alloc(0))
+  const method = opts.method ?? 'MESSAGE'
+  const head = `${method} sip:bob@example.org SIP/2.0\r\n` +
+    'Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK776asdhds\r\n' +
+    'From: <sip:alice@example.org>;tag=1928301774\r\n' +
+    'To: <sip:bob@example.org>\r\n' +
+    `Call-ID: ${opts.callId ?? 'a84b4c76e66710'}\r\n` +
+    `CSeq: 1 ${method}\r\n` +
+    'Max-Forwards: 70\r\n' +
+    `Content-Length: ${body.length}\r\n\r\n`
+  return Buffer.concat([Buffer.from(head, 'latin1'), body])
+}
