@@ -15,15 +15,17 @@
  *
  * Each super node writes only its own portion (`nodes[self]`): the bindings its local usrloc holds,
  * i.e. the clients attached to it (their flows/connections live there). Writes are read-modify-write
- * (quorum read, replace the own portion, drop expired bindings of the others, write with TTL = the
- * latest expiry; a value with no portion left becomes a tombstone). Versions: the store's HLC
- * version orders whole items (a newer refresh always carries a higher version than what its writer
- * read; a delete's tombstone is above every version read); inside the item each portion carries its
- * writer's `[ms, seq]`, and RFC 3261 Call-ID/CSeq ordering is enforced where it belongs, by the
- * attachment node's usrloc. Two nodes writing the same AOR at once may overwrite each other's
- * portion (last writer wins on the item): every publish is therefore re-read `verifyDelay` ms later
- * and re-published when the own portion is not what usrloc holds, and every lookup that sees a
- * stale own portion does the same.
+ * (quorum read, replace the own portion, copy the others' live portions verbatim, write with TTL =
+ * the latest expiry; no binding left: a signed empty own portion, the *portion tombstone*, kept until
+ * its `x`; the key is never deleted). Versions: the store's HLC version orders whole items, but the
+ * replicas do not let the newer item win as a whole: the store's merge hook for `aor|` keys
+ * (`mergeValues`) keeps, per node id, the portion with the higher writer's `[ms, seq]` among the live,
+ * well-formed and (with a signer) validly signed ones. A portion thus leaves an item only by its own
+ * node's newer write or by expiry: a writer leaving it out (a race of two nodes, or a malicious
+ * admitted node) erases nothing. RFC 3261 Call-ID/CSeq ordering is enforced where it belongs, by the
+ * attachment node's usrloc. Every publish is still re-read `verifyDelay` ms later and re-published
+ * when the own portion is not what usrloc holds, and every lookup that sees a stale own portion does
+ * the same.
  *
  * Fast paths (throughput; overlay requests per REGISTER 6 → 4 for a new AOR, → 2 for a refresh):
  * - *local verification*: when this node wrote an AOR alone (the pre-read held no other node's
@@ -47,7 +49,7 @@
  */
 import type { Binding, Clock, Logger, Timer } from '@sipring/interface'
 import { contactKey, type LocationEvent, type LocationStore } from '@sipring/location'
-import type { PeerId, ReplicatedStore, WireItem } from '@sipring/overlay'
+import type { MergeContext, PeerId, ReplicatedStore, WireItem } from '@sipring/overlay'
 import { hostEquals, isIPv4, isIPv6, parseUri } from '@sipring/sip'
 
 /** Key of an AOR's item in the replicated store. */
@@ -85,6 +87,8 @@ export interface PublishedPortion {
   uri: string
   v: [number, number]
   b: PublishedBinding[]
+  /** A portion tombstone (no bindings): kept until this time (ms), then dropped. */
+  x?: number
 }
 
 /** The value stored under `aor|<aor>`. */
@@ -114,8 +118,39 @@ export interface SignedPortion extends PublishedPortion {
  * The bytes a portion's signature covers: a domain tag, the AOR, the node id and the portion's `uri`,
  * `v`, `b` as JSON with object keys sorted (so any re-encoding of the same content verifies).
  */
-export function portionBytes (aor: string, id: PeerId, p: { uri: unknown, v: unknown, b: unknown }): Buffer {
-  return Buffer.from(`sipring/portion/1\n${aor}\n${id}\n${canonicalJson({ uri: p.uri, v: p.v, b: p.b })}`, 'utf8')
+export function portionBytes (aor: string, id: PeerId, p: { uri: unknown, v: unknown, b: unknown, x?: unknown }): Buffer {
+  return Buffer.from(`sipring/portion/1\n${aor}\n${id}\n${canonicalJson({ uri: p.uri, v: p.v, b: p.b, x: p.x })}`, 'utf8')
+}
+
+/** Key prefix of the AOR items (the store merges them portion by portion: `LocationReplicator.mergeValues`). */
+export const AOR_PREFIX = 'aor|'
+
+/**
+ * Until when a portion as written matters: its latest binding expiry, or its `x` (a portion
+ * tombstone: no bindings, kept until `x` so an older portion of its node cannot come back).
+ * -Infinity for a malformed one.
+ */
+export function portionExpiry (p: unknown): number {
+  if (!isObj(p) || !Array.isArray(p.b)) return -Infinity
+  let e = isNum(p.x) ? p.x : -Infinity
+  for (const b of p.b) if (isObj(b) && isNum(b.expires) && b.expires > e) e = b.expires
+  return e
+}
+
+/** The structure `parseValue` requires of a portion (its bindings are checked one by one). */
+function portionShapeOk (id: string, p: unknown, limits: ReplicationLimits): p is Record<string, unknown> & { uri: string, v: [number, number], b: unknown[] } {
+  return id.length > 0 && id.length <= limits.maxStringLength && isObj(p) && typeof p.uri === 'string' && p.uri.length <= limits.maxStringLength &&
+    /^sips?:/i.test(p.uri) && Array.isArray(p.v) && p.v.length === 2 && isNum(p.v[0]) && isNum(p.v[1]) && Array.isArray(p.b) &&
+    (p.x === undefined || isNum(p.x))
+}
+
+/** Order of two portions of one node: version [ms, seq], then (same version, different content) their JSON text. */
+function comparePortions (a: { v: [number, number] }, b: { v: [number, number] }): number {
+  if (a.v[0] !== b.v[0]) return a.v[0] < b.v[0] ? -1 : 1
+  if (a.v[1] !== b.v[1]) return a.v[1] < b.v[1] ? -1 : 1
+  if (a === b) return 0
+  const ja = JSON.stringify(a); const jb = JSON.stringify(b)
+  return ja < jb ? -1 : ja > jb ? 1 : 0
 }
 
 /** JSON with object keys sorted, recursively (undefined members left out, as JSON.stringify does). */
@@ -167,6 +202,12 @@ export interface ReplicationOptions {
    * the libp2p key when the overlay is closed (admission on). Default: none (portions unsigned, not checked).
    */
   signer?: PortionSigner
+  /**
+   * Lifetime of a portion tombstone (the signed empty portion a node writes when its last binding of an
+   * AOR goes, so an older portion of it cannot come back through a stale replica), ms. Default: the
+   * store's maxTtl (the longest a binding can live).
+   */
+  portionTombstoneTtl?: number
   limits?: Partial<ReplicationLimits>
 }
 
@@ -193,6 +234,10 @@ export interface ReplicationStats {
   unchanged: number
   /** Portions of other nodes read without a valid signature (with a signer only): ignored. */
   badSignatures: number
+  /** Value merges of AOR items done by this node's store replica (store hook). */
+  merges: number
+  /** Portions dropped by those merges: without a valid signature of their node (with a signer only). */
+  mergeRejected: number
 }
 
 const NON_RETRYABLE = new Set(['ERR_BAD_KEY', 'ERR_BAD_TTL', 'ERR_BAD_VALUE'])
@@ -275,7 +320,8 @@ export class LocationReplicator {
   private readonly learning = new Set<PeerId>()
   private running = false
   private readonly onEvent = (b: Binding): void => { this.markDirty(b.aor) }
-  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0, localReads: 0, localVerifies: 0, unchanged: 0, badSignatures: 0 }
+  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0, localReads: 0, localVerifies: 0, unchanged: 0, badSignatures: 0, merges: 0, mergeRejected: 0 }
+  private readonly tombstoneTtl: number
 
   constructor (opts: ReplicationOptions) {
     this.clock = opts.clock
@@ -296,7 +342,99 @@ export class LocationReplicator {
     if (!(this.verifyDelay >= 0) || !(this.retryDelay > 0)) throw new RangeError('verifyDelay must be >= 0 and retryDelay > 0')
     if (!Number.isInteger(this.maxRetries) || this.maxRetries < 0) throw new RangeError('maxRetries must be an integer >= 0')
     if (!(this.trustLocalFor >= 0)) throw new RangeError('trustLocalFor must be >= 0')
+    this.tombstoneTtl = opts.portionTombstoneTtl ?? this.store.maxTtl
+    if (!(this.tombstoneTtl > 0)) throw new RangeError('portionTombstoneTtl must be > 0')
     this.routes.set(this.self, this.uri)
+    // the replicas merge AOR items portion by portion: a write without some node's portion cannot erase it
+    if (typeof this.store.setMerge === 'function') this.store.setMerge(AOR_PREFIX, (a, b, key, ctx) => this.mergeValues(a, b, key, ctx))
+  }
+
+  /**
+   * The store's merge of two AOR items (`newer` is the greater under the store's order): per node id,
+   * the portion with the higher version [ms, seq] among the live ones (`portionExpiry` in the future)
+   * that are well formed and, with a signer, carry a valid signature of that node; at most
+   * `maxNodesPerAor` portions (the most recent). A portion therefore leaves an item only by its own
+   * node's newer write (a portion tombstone) or by expiry, never because some writer left it out.
+   * Returns `newer` itself when the merge equals it. Pure in content (commutative, associative,
+   * idempotent at a given time); never throws.
+   *
+   * Signatures checked (`ctx`, see the store's MergeContext): none for the replica's own state (a
+   * merge output: already checked) nor for this node's own writes (their other portions were checked
+   * when read); in an incoming value, none for the sender's own portion (the network authenticated
+   * the sender, which could sign it anyway); every other portion that would win is verified (memoized).
+   */
+  mergeValues (newer: ReplicaValue, older: ReplicaValue, key: string, ctx?: MergeContext<ReplicaValue>): ReplicaValue {
+    this.stats.merges++
+    const an = isObj(newer) && isObj((newer as { nodes?: unknown }).nodes) ? (newer as AorValue).nodes as Record<PeerId, unknown> : undefined
+    const bn = isObj(older) && isObj((older as { nodes?: unknown }).nodes) ? (older as AorValue).nodes as Record<PeerId, unknown> : undefined
+    if (bn === undefined) return newer
+    if (an === undefined) return older
+    const aor = key.startsWith(AOR_PREFIX) ? key.slice(AOR_PREFIX.length) : key
+    const now = this.clock.now()
+    const usable = (id: string, p: unknown): p is PublishedPortion & Record<string, unknown> =>
+      p !== undefined && portionShapeOk(id, p, this.limits) && portionExpiry(p) > now
+    // which side is the replica's checked state, which arrived (and from whom)
+    const inc = ctx === undefined ? undefined : ctx.incoming === newer ? an : ctx.incoming === older ? bn : undefined
+    const localSide = inc === undefined || newer === older ? undefined : inc === an ? bn : an
+    const trustAll = ctx !== undefined && ctx.from === this.self
+    const valid = (id: string, p: PublishedPortion & Record<string, unknown>): boolean => {
+      if (this.signer === undefined) return true
+      if (localSide !== undefined && localSide[id] === p) return true
+      if (inc !== undefined && inc[id] === p && (trustAll || id === ctx!.from)) return true
+      if (this.verifyPortion(aor, id, p)) return true
+      this.stats.mergeRejected++
+      return false
+    }
+    const out: Record<PeerId, PublishedPortion> = {}
+    let isA = true; let isB = true
+    let n = 0
+    for (const id of new Set([...Object.keys(an), ...Object.keys(bn)])) {
+      const pa = an[id]; const pb = bn[id]
+      const ua = usable(id, pa) ? pa : undefined
+      const ub = usable(id, pb) ? pb : undefined
+      // the newer portion of this node wins if valid, else the other one
+      const order = ua !== undefined && ub !== undefined ? comparePortions(ua, ub) : 0
+      // on the same content prefer the replica's own (already checked) copy
+      const first = ua !== undefined && (ub === undefined || order > 0 || (order === 0 && localSide !== bn)) ? ua : ub
+      const second = first === ua ? ub : ua
+      let pick: PublishedPortion | undefined
+      if (first !== undefined && valid(id, first)) pick = first
+      else if (second !== undefined && valid(id, second)) pick = second
+      if (pick === undefined) {
+        if (pa !== undefined) isA = false
+        if (pb !== undefined) isB = false
+        continue
+      }
+      const same = ua !== undefined && ub !== undefined && order === 0 // same content in both
+      if (pick !== pa && !(same && pick === ub)) isA = false
+      if (pick !== pb && !(same && pick === ua)) isB = false
+      out[id] = pick
+      n++
+    }
+    if (n > this.limits.maxNodesPerAor) {
+      // keep the most recently written portions
+      const keep = new Set(Object.keys(out).sort((x, y) => comparePortions(out[y]!, out[x]!) || (x < y ? -1 : x > y ? 1 : 0)).slice(0, this.limits.maxNodesPerAor))
+      for (const id of Object.keys(out)) if (!keep.has(id)) Reflect.deleteProperty(out, id)
+      isA = false; isB = false
+    }
+    if (isA) return newer
+    if (isB) return older
+    return { v: 1, nodes: out }
+  }
+
+  /** Does `p` carry a valid signature of node `id` for `aor`? Memoized (8,192 entries). */
+  private verifyPortion (aor: string, id: PeerId, p: Record<string, unknown>): boolean {
+    const signer = this.signer
+    if (signer === undefined) return true
+    const sig = p.s
+    if (typeof sig !== 'string' || sig.length > 128) return false
+    const bytes = portionBytes(aor, id, p as { uri: unknown, v: unknown, b: unknown, x?: unknown })
+    const memo = `${sig}\n${bytes.toString('latin1')}`
+    if (this.verified.has(memo)) return true
+    if (!signer.verify(id, bytes, Buffer.from(sig, 'base64'))) return false
+    if (this.verified.size >= 8192) this.verified.clear()
+    this.verified.add(memo)
+    return true
   }
 
   /** This node's SIP URI as published. */
@@ -504,17 +642,7 @@ export class LocationReplicator {
     return (id, p) => {
       if (id === this.self) return true // the own portion is never trusted anyway: usrloc is
       const sig = p.s
-      let ok = false
-      if (typeof sig === 'string' && sig.length <= 128) {
-        const bytes = portionBytes(aor, id, p as { uri: unknown, v: unknown, b: unknown })
-        const memo = `${sig}\n${bytes.toString('latin1')}`
-        ok = this.verified.has(memo)
-        if (!ok && signer.verify(id, bytes, Buffer.from(sig, 'base64'))) {
-          ok = true
-          if (this.verified.size >= 8192) this.verified.clear()
-          this.verified.add(memo)
-        }
-      }
+      const ok = this.verifyPortion(aor, id, p)
       if (!ok) {
         this.stats.badSignatures++
         if (this.stats.badSignatures <= 10 || this.stats.badSignatures % 1000 === 0) {
@@ -650,7 +778,7 @@ export class LocationReplicator {
       const raw = cached !== undefined ? cached.value : await this.store.get(key, MINIMAL)
       const now = this.clock.now()
       const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
-      const rawNodes = this.signer !== undefined && isObj(raw) && isObj((raw as { nodes?: unknown }).nodes) ? (raw as AorValue).nodes as Record<PeerId, SignedPortion> : undefined
+      const rawNodes = isObj(raw) && isObj((raw as { nodes?: unknown }).nodes) ? (raw as AorValue).nodes as Record<PeerId, SignedPortion> : undefined
       const local = this.location.lookup(aor)
       seen = this.changeSeq // every change up to here is in `local`
       this.reading.set(aor, seen)
@@ -658,17 +786,18 @@ export class LocationReplicator {
       let others = false
       let dropped = false
       let expires = 0
-      for (const [id, p] of Object.entries(cur?.nodes ?? {})) {
+      for (const id of Object.keys(cur?.nodes ?? {})) {
         if (id === this.self) continue
-        // a node SWIM declared dead or left is unreachable: its clients must register elsewhere
-        const status = this.memberStatus?.(id)
-        if (status === 'dead' || status === 'left') { dropped = true; continue }
-        const b = p.b.filter(x => x.expires > now)
-        if (b.length === 0) { dropped = true; continue }
+        // copied exactly as its node wrote (and signed) it, expired bindings and portion tombstones
+        // included, as long as it lives: the replicas merge portion by portion, so leaving a live
+        // portion out would not remove it anyway (a dead node's portion goes when it expires;
+        // readers skip dead nodes)
+        const p = rawNodes?.[id]
+        const pe = portionExpiry(p)
+        if (p === undefined || pe <= now) { dropped = true; continue }
         others = true
-        // signed: copied exactly as its writer signed it (expired bindings included; readers drop them)
-        nodes[id] = rawNodes?.[id] ?? { uri: p.uri, v: p.v, b: b.map(publishedBinding) }
-        for (const x of b) expires = Math.max(expires, x.expires)
+        nodes[id] = p
+        expires = Math.max(expires, pe)
       }
       const own = cur?.nodes[this.self]
       if (sure && !dropped && local.length > 0 && own !== undefined && own.uri === this.uri && fingerprint(own.b) === fingerprint(local) &&
@@ -679,27 +808,36 @@ export class LocationReplicator {
         this.resolveWaiters(aor, seen, true)
         return
       }
-      if (local.length > 0) {
-        const mine: SignedPortion = { uri: this.uri, v: this.nextVersion(), b: local.map(publishedBinding) }
-        if (this.signer !== undefined) mine.s = Buffer.from(this.signer.sign(portionBytes(aor, this.self, mine))).toString('base64')
-        nodes[this.self] = mine
-        for (const x of local) expires = Math.max(expires, x.expires)
+      if (local.length === 0 && (own === undefined || own.b.length === 0)) {
+        // nothing of ours to remove (never published, expired, or a portion tombstone already): no write
+        this.attempts.delete(aor); this.unsure.delete(aor); this.resolveWaiters(aor, seen, true)
+        return
       }
+      // no binding left: a portion tombstone (signed, empty), never a delete of the key, so that only this
+      // node's own write removes its portion at every replica (a whole-item tombstone would erase the
+      // other nodes' portions too)
+      const mine: SignedPortion = local.length > 0
+        ? { uri: this.uri, v: this.nextVersion(), b: local.map(publishedBinding) }
+        : { uri: this.uri, v: this.nextVersion(), b: [], x: now + this.tombstoneTtl }
+      if (this.signer !== undefined) {
+        const bytes = portionBytes(aor, this.self, mine)
+        mine.s = Buffer.from(this.signer.sign(bytes)).toString('base64')
+        // the own replica's merge need not verify what this node just signed
+        if (this.verified.size >= 8192) this.verified.clear()
+        this.verified.add(`${mine.s}\n${bytes.toString('latin1')}`)
+      }
+      nodes[this.self] = mine
+      expires = Math.max(expires, portionExpiry(mine))
       const ids = Object.keys(nodes)
       if (ids.length > this.limits.maxNodesPerAor) {
         // keep ourselves and the most recently written portions
         ids.filter(id => id !== this.self).sort((a, b) => nodes[b]!.v[0] - nodes[a]!.v[0] || nodes[b]!.v[1] - nodes[a]!.v[1])
-          .slice(this.limits.maxNodesPerAor - (local.length > 0 ? 1 : 0)).forEach(id => { Reflect.deleteProperty(nodes, id) })
+          .slice(this.limits.maxNodesPerAor - 1).forEach(id => { Reflect.deleteProperty(nodes, id) })
       }
-      if (Object.keys(nodes).length === 0) {
-        if (raw === undefined) { this.attempts.delete(aor); this.unsure.delete(aor); this.resolveWaiters(aor, seen, true); return }
-        await this.store.delete(key)
-        this.stats.deleted++
-      } else {
-        const ttl = Math.min(Math.max(1, expires - now), this.store.maxTtl)
-        await this.store.put(key, { v: 1, nodes }, { ttl })
-        this.stats.published++
-      }
+      const ttl = Math.min(Math.max(1, expires - now), this.store.maxTtl)
+      await this.store.put(key, { v: 1, nodes }, { ttl })
+      if (local.length > 0) this.stats.published++
+      else this.stats.deleted++
       this.attempts.delete(aor)
       this.unsure.delete(aor)
       this.resolveWaiters(aor, seen, true)
@@ -812,10 +950,7 @@ export function parseValue (x: unknown, limits: ReplicationLimits, now: number, 
   let n = 0
   for (const [id, p] of Object.entries(x.nodes)) {
     if (n >= limits.maxNodesPerAor) { reject(); break }
-    if (id.length === 0 || id.length > limits.maxStringLength || !isObj(p) || typeof p.uri !== 'string' || p.uri.length > limits.maxStringLength ||
-        !/^sips?:/i.test(p.uri) || !Array.isArray(p.v) || p.v.length !== 2 || !isNum(p.v[0]) || !isNum(p.v[1]) || !Array.isArray(p.b)) {
-      reject(); continue
-    }
+    if (!portionShapeOk(id, p, limits)) { reject(); continue }
     if (check !== undefined && !check(id, p)) continue
     const b: Binding[] = []
     for (const raw of p.b.slice(0, limits.maxBindingsPerNode)) {

@@ -6,7 +6,7 @@ import type { Destination, Source, TransportProtocol } from '@sipring/interface'
 import { SimClock, SeededRng, SimNetwork, MemoryLogger, type SimTransport } from '@sipring/testkit'
 import { parseMessage, serialize, SipRequest, SipResponse, type SipMessage } from '@sipring/sip'
 import { createHasher, drive, SimOverlayHub, type PeerId } from '@sipring/overlay'
-import { createSuperNode, type SuperNode } from '../src/index.js'
+import { createSuperNode, type SuperNode, type SuperNodeOverlayInit } from '../src/index.js'
 
 export const hasher = await createHasher()
 
@@ -63,7 +63,7 @@ export async function run (c: Cluster, ms: number): Promise<void> {
 export const nodeAddress = (id: PeerId): string => `10.0.0.${Number(id.slice(1))}`
 
 /** Start super node `id` (`n1`, `n2`…) at 10.0.0.<i>:5060 (UDP + TCP), joining through `seeds`. */
-export async function addNode (c: Cluster, id: PeerId, seeds: PeerId[] = []): Promise<SuperNode> {
+export async function addNode (c: Cluster, id: PeerId, seeds: PeerId[] = [], overlay: Partial<SuperNodeOverlayInit> = {}): Promise<SuperNode> {
   const address = nodeAddress(id)
   const node = createSuperNode({
     clock: c.clock,
@@ -81,7 +81,8 @@ export async function addNode (c: Cluster, id: PeerId, seeds: PeerId[] = []): Pr
         vnodes: 64,
         membership: { protocolPeriod: 500, pingTimeout: 100, suspicionMult: 3, syncInterval: 5000 },
         store: { antiEntropyInterval: 5000, requestTimeout: 300 }
-      }
+      },
+      ...overlay
     }
   })
   await settle(c, node.start())

@@ -130,3 +130,60 @@ t.test('without a signer nothing is signed or checked (unsigned portions are rea
   t.equal(r.stats.badSignatures, 0)
   await r.stop()
 })
+
+t.test('mergeValues (the store hook for aor| items): per node the newer validly signed live portion; newer returned as is when equal', async t => {
+  const { clock, r } = await setup(hmacSigner('me'))
+  const at = (id: string, contact: string, v: [number, number], signAs: string | null = id): SignedPortion => {
+    const p: SignedPortion = { uri: `sip:${id}.example:5060`, v, b: [{ contact, expires: T0 + 60_000, q: 1, callId: `c-${id}`, cseq: v[0] - T0 + 1, path: [], updated: T0 }] }
+    if (signAs !== null) p.s = hmacSigner(signAs).sign(portionBytes(ALICE, id, p)).toString('base64')
+    return p
+  }
+  const tomb = (id: string, v: [number, number], x: number): SignedPortion => {
+    const p: SignedPortion = { uri: `sip:${id}.example:5060`, v, b: [], x }
+    p.s = hmacSigner(id).sign(portionBytes(ALICE, id, p)).toString('base64')
+    return p
+  }
+  const p1 = at('p1', 'sip:a@192.0.2.1', [T0, 0])
+  const p1b = at('p1', 'sip:a@192.0.2.11', [T0 + 5, 0])
+  const p2 = at('p2', 'sip:a@192.0.2.2', [T0, 0])
+  const A: AorValue = { v: 1, nodes: { p1: p1b } } // newer item without p2
+  const B: AorValue = { v: 1, nodes: { p1, p2 } }
+  const m = r.mergeValues(A, B, K) as AorValue
+  t.same(m.nodes, { p1: p1b, p2 }, 'p1: the newer portion; p2 kept although the newer item left it out')
+  t.same((r.mergeValues(B, A, K) as AorValue).nodes, m.nodes, 'commutative')
+  t.equal(r.mergeValues(m, B, K), m, 'the newer value itself when the merge equals it')
+  t.equal(r.mergeValues(m, structuredClone(m), K), m, 'idempotent')
+  t.equal(r.mergeValues(B, { v: 1, nodes: { p1 } }, K), B, 'an older copy adds nothing')
+
+  // a newer portion without a valid signature of its node: the older valid one stays
+  const forged = at('p2', 'sip:evil@203.0.113.1', [T0 + 9, 0], 'p1')
+  t.same((r.mergeValues({ v: 1, nodes: { p2: forged } }, B, K) as AorValue).nodes, { p1, p2 }, 'forged newer portion ignored')
+  t.ok(r.stats.mergeRejected >= 1)
+  const unsigned = at('p2', 'sip:evil@203.0.113.1', [T0 + 9, 0], null)
+  t.same((r.mergeValues({ v: 1, nodes: { p2: unsigned } }, B, K) as AorValue).nodes, { p1, p2 }, 'unsigned newer portion ignored')
+
+  // a portion tombstone removes the node's older portion, and goes itself once x has passed
+  const t2 = tomb('p2', [T0 + 7, 0], T0 + 120_000)
+  t.same((r.mergeValues({ v: 1, nodes: { p2: t2 } }, B, K) as AorValue).nodes, { p1, p2: t2 }, 'the portion tombstone wins')
+  t.same((r.mergeValues(B, { v: 1, nodes: { p2: t2 } }, K) as AorValue).nodes, { p1, p2: t2 }, 'in either order')
+  clock.advance(121_000) // p1's bindings and t2 have expired
+  t.same((r.mergeValues({ v: 1, nodes: { p2: t2 } }, B, K) as AorValue).nodes, {}, 'expired portions and tombstones are dropped')
+
+  // malformed values never throw
+  t.equal(r.mergeValues('junk' as unknown as AorValue, B, K), B)
+  t.equal(r.mergeValues(B, { nodes: 5 } as unknown as AorValue, K), B)
+  t.same((r.mergeValues({ v: 1, nodes: { p9: { uri: 'http://x', v: 'no', b: 1 } } } as unknown as AorValue, { v: 1, nodes: {} }, K) as AorValue).nodes, {}, 'a malformed portion is dropped')
+  await r.stop()
+})
+
+t.test('mergeValues without a signer: unsigned portions merge by version', async t => {
+  const { r } = await setup()
+  const p = (id: string, v: [number, number]): SignedPortion => ({ uri: `sip:${id}.example`, v, b: [{ contact: `sip:a@${id}.example`, expires: T0 + 60_000, q: 1, callId: 'c', cseq: 1, path: [], updated: T0 }] })
+  const m = r.mergeValues({ v: 1, nodes: { a: p('a', [T0 + 1, 0]) } }, { v: 1, nodes: { a: p('a', [T0, 3]), b: p('b', [T0, 0]) } }, K) as AorValue
+  t.same(Object.keys(m.nodes).sort(), ['a', 'b'])
+  t.same(m.nodes.a!.v, [T0 + 1, 0])
+  // the same version with different content (a restarted writer): the same choice in either order
+  const x = p('c', [T0, 0]); const y = { ...p('c', [T0, 0]), uri: 'sip:other.example' }
+  t.same(r.mergeValues({ v: 1, nodes: { c: x } }, { v: 1, nodes: { c: y } }, K), r.mergeValues({ v: 1, nodes: { c: y } }, { v: 1, nodes: { c: x } }, K))
+  await r.stop()
+})

@@ -50,6 +50,33 @@ export function mergeItem<T extends WireItem> (a: T | undefined, b: T | undefine
   return compareItems(a, b) >= 0 ? a : b
 }
 
+/**
+ * A value-merge hook for the keys under one prefix (see `StoreInit.merge`): the join of two live
+ * values of `key`. `newer` is the greater of the two items under `compareItems`. Return `newer`
+ * itself when the merge equals it (the store then keeps that item as it is, JSON text and version
+ * unchanged); any other result is stored as a new item with a version above both. Must be
+ * commutative, associative and idempotent in content (replicas merge in any order) and must not
+ * throw (a throw falls back to last-writer-wins).
+ */
+export type ValueMerge<V = unknown> = (newer: V, older: V, key: string, ctx?: MergeContext<V>) => V
+
+/**
+ * Where one of the two merged values came from (absent: unknown, check both). The other value is
+ * this replica's state, which is always a merge output (a value arriving with no stored state is
+ * merged with itself first, so a hook can validate it), unless both are the same incoming value.
+ */
+export interface MergeContext<V = unknown> {
+  /** The value that arrived (`newer` or `older`, by identity). */
+  incoming: V
+  /**
+   * The peer it arrived from, as the network authenticated it: this node for its own writes, the
+   * coordinator for a client write it sent itself (not for one a non-owner forwarded), the owner
+   * for its own replica in a read answer, the sender for replica traffic (handoff, repair,
+   * anti-entropy).
+   */
+  from: PeerId
+}
+
 // ---------------------------------------------------------------- store
 
 export type StoreDb = AbstractLevel<any, string, string>
@@ -109,6 +136,15 @@ export interface StoreInit {
    * ms, doubling, at most this many times while the ring is unchanged. Default 5.
    */
   maxHandoffRetries?: number
+  /**
+   * Value-merge hooks per key prefix (also `store.setMerge`). For a key under such a prefix, two live
+   * values meeting anywhere (a write at a replica, read answers, read repair, handoff, anti-entropy)
+   * are merged instead of the newer whole item winning; the merged item gets a version above both
+   * unless it equals the newer one. Tombstones and expiry keep their meaning, but such keys are not
+   * deleted: `delete` is refused, and so are tombstones arriving from other peers (a value carries its
+   * own removals, e.g. per-part tombstones). Default: none (last writer wins on every key).
+   */
+  merge?: Record<string, ValueMerge<any>>
 }
 
 export interface GetOptions extends AbortOptions {
@@ -286,6 +322,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private readonly maxHandoffRetries: number
   /** Interrupted handoffs waiting to resume (one per peer and handoff run). */
   private readonly resuming = new Set<PeerHandoff>()
+  /** Value-merge hooks by key prefix (empty: every key is last-writer-wins, the plain path). */
+  private readonly merges: Array<[string, ValueMerge<V>]> = []
   private handoffChain: Promise<void> = Promise.resolve()
   readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0 }
 
@@ -322,6 +360,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     if (this.tombstoneTtl < this.maxTtl) throw new RangeError('tombstoneTtl must be >= maxTtl (or deleted items could come back)')
     if (!intIn(this.maxHops, 0, MAX_HOPS)) throw new RangeError(`maxHops must be an integer in [0, ${MAX_HOPS}]`)
     if (!(this.maxBatch >= 1)) throw new RangeError('maxItemsPerMessage must be >= 1')
+    for (const [prefix, fn] of Object.entries(init.merge ?? {})) this.setMerge(prefix, fn)
     this.onListenerError = err => { this.log.error({ err }, 'store listener threw') }
   }
 
@@ -408,6 +447,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** Delete: reads the current version (quorum) so the tombstone's version is above it, then writes the tombstone. */
   async delete (key: string, opts: AbortOptions = {}): Promise<void> {
     this.checkKey(key)
+    if (this.mergeOf(key) !== undefined) throw new OverlayError('ERR_BAD_VALUE', 'a key under a merged prefix is not deleted (write a value that removes the part)')
     const cur = await this.read(key, opts).catch(() => undefined)
     const now = this.clock.now()
     const expires = Math.max(now + this.tombstoneTtl, cur?.expires ?? 0)
@@ -420,6 +460,80 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.checkKey(key)
     const it = await this.read(key, opts)
     return it === undefined ? undefined : itemValue(it)
+  }
+
+  /**
+   * Install (or with `undefined` remove) the value-merge hook of the keys starting with `prefix`
+   * (see `StoreInit.merge`). The longest matching prefix applies.
+   */
+  setMerge (prefix: string, fn: ValueMerge<V> | undefined): void {
+    if (typeof prefix !== 'string' || prefix.length === 0) throw new RangeError('merge prefix must be a non-empty string')
+    const i = this.merges.findIndex(([p]) => p === prefix)
+    if (i >= 0) this.merges.splice(i, 1)
+    if (fn !== undefined) this.merges.push([prefix, fn])
+    this.merges.sort((a, b) => b[0].length - a[0].length)
+  }
+
+  /** The merge hook of `key`, if any. */
+  private mergeOf (key: string): ValueMerge<V> | undefined {
+    if (this.merges.length === 0) return undefined
+    for (const [p, fn] of this.merges) if (key.startsWith(p)) return fn
+    return undefined
+  }
+
+  /**
+   * The merge of two states of one key: `mergeItem` (last writer wins) unless both are live values
+   * of a key with a merge hook; then the hook's join, as the greater item itself when the join
+   * equals it, else as a new item with a version above both and the later expiry.
+   */
+  private join (a: WireItem<V> | undefined, b: WireItem<V> | undefined, from?: PeerId): WireItem<V> | undefined {
+    if (a === undefined) return b
+    if (b === undefined) return a
+    const fn = a.deleted || b.deleted ? undefined : this.mergeOf(a.key)
+    if (fn === undefined) return mergeItem(a, b)
+    const c = compareItems(a, b)
+    if (c === 0) return a
+    const hi = c > 0 ? a : b; const lo = c > 0 ? b : a
+    let hv: V | undefined; let m: V
+    try {
+      hv = itemValue(hi); const lv = itemValue(lo)
+      if (hv === undefined || lv === undefined) return hi
+      // `b` is the item that arrived (from `from`)
+      m = from === undefined ? fn(hv, lv, hi.key) : fn(hv, lv, hi.key, { incoming: b === hi ? hv : lv, from })
+    } catch (err) {
+      this.log.debug({ key: hi.key, err: String(err) }, 'value merge failed; newer item kept')
+      return hi
+    }
+    if (m === hv) return hi
+    const json = flat(JSON.stringify(m))
+    if (json === undefined || json === textOf(hi)) return hi
+    this.observe(hi.version); this.observe(lo.version)
+    return { key: hi.key, version: this.nextVersion(), deleted: false, json, expires: Math.max(hi.expires, lo.expires) }
+  }
+
+  /** A read answer as a first state: merged with itself for a merged key (unless from this node's own replica). */
+  private admit (it: WireItem<V>, from: PeerId | undefined): WireItem<V> | undefined {
+    if (it.deleted || from === this.self || this.merges.length === 0) return it
+    const fn = this.mergeOf(it.key)
+    return fn === undefined ? it : this.selfMerge(it, fn, from)
+  }
+
+  /** `item` merged with itself (validation of a value with nothing stored yet); undefined: unusable. */
+  private selfMerge (item: WireItem<V>, fn: ValueMerge<V>, from: PeerId | undefined): WireItem<V> | undefined {
+    let v: V | undefined; let m: V
+    try {
+      v = itemValue(item)
+      if (v === undefined) return item
+      m = fn(v, v, item.key, from === undefined ? undefined : { incoming: v, from })
+    } catch (err) {
+      this.log.debug({ key: item.key, err: String(err) }, 'value merge failed; item kept')
+      return item
+    }
+    if (m === v) return item
+    const json = flat(JSON.stringify(m))
+    if (json === undefined) return undefined
+    this.observe(item.version)
+    return { key: item.key, version: this.nextVersion(), deleted: false, json, expires: item.expires }
   }
 
   /** This node's local replica of `key` (tombstones included), without network. */
@@ -493,7 +607,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       const wire = this.textItem(item)
       for (const o of owners) {
         if (o === this.self) {
-          this.applyLocal(wire, item)
+          this.applyLocal(wire, item, this.self)
           acked.add(o)
           continue
         }
@@ -531,8 +645,11 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         if (pending === 0 && later.length > 0) { askMore(need - counted.size); return }
         if (pending === 0) { done = true; hedge?.cancel(); reject(new QuorumError(counted.size, need, `read ${key}`)) }
       }
-      const got = (it: WireItem<V> | null): void => {
-        if (it !== null) { this.observe(it.version); best = mergeItem(best, it) }
+      const got = (it: WireItem<V> | null, from?: PeerId): void => {
+        if (it === null) return
+        this.observe(it.version)
+        // `best` only ever holds what the merge hook accepted: a first answer is merged with itself
+        best = best === undefined ? this.admit(it, from) : this.join(best, it, from)
       }
       const ask = (o: PeerId): void => {
         pending++
@@ -540,7 +657,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
           pending--
           if (res.type === 'store.item' && (res.item === null || res.item.key === key)) {
             const it = res.item === null || res.item.expires <= this.clock.now() ? null : res.item as WireItem<V>
-            got(it)
+            got(it, res.by === undefined ? o : undefined)
             if (res.by === undefined) answers.set(o, it)
             for (const p of this.answeredBy(res.by, o)) counted.add(p)
           }
@@ -552,7 +669,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       for (const o of owners) {
         if (o === this.self) {
           const it = this.localText(key) ?? null
-          got(it); answers.set(o, it); counted.add(o)
+          got(it, this.self); answers.set(o, it); counted.add(o)
         } else remote.push(o)
       }
       if (opts.minimal === true) {
@@ -573,7 +690,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       for (const [o, it] of answers) {
         if (it !== null && compareItems(it, best) >= 0) continue
         this.stats.repairs++
-        if (o === this.self) this.applyLocal(best)
+        if (o === this.self) this.applyLocal(best, undefined, this.self)
         else this.net.send(o, { type: 'store.put', items: [best] }, { timeout: this.timeout }).catch(() => {})
       }
     })
@@ -745,12 +862,40 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
    * Merge an item into the local replica; true when it changed something. `orig`: the same write as
    * the writer passed it (its `value` object), for `change` listeners, when `item` carries `json`.
    */
-  private applyLocal (item: WireItem<V>, orig?: WireItem<V>): boolean {
+  private applyLocal (item: WireItem<V>, orig?: WireItem<V>, from?: PeerId): boolean {
     const now = this.clock.now()
     if (item.expires <= now) return false
     const cur = this.items.get(item.key)
-    const json = valueJson(item)
-    if (cur !== undefined && cur.expires > now && compareEntry(cur, item, json) >= 0) return false
+    let json = valueJson(item)
+    if (cur !== undefined && cur.expires > now) {
+      const c = compareEntry(cur, item, json)
+      if (c === 0) return false
+      const fn = this.merges.length === 0 || cur.deleted || item.deleted ? undefined : this.mergeOf(item.key)
+      if (fn === undefined) {
+        if (c > 0) return false
+        // a value of a merged key replacing a tombstone: validated like a first value
+        if (cur.deleted && !item.deleted && from !== this.self && this.merges.length > 0) {
+          const f = this.mergeOf(item.key)
+          const m = f === undefined ? item : this.selfMerge(item, f, from)
+          if (m === undefined) return false
+          if (m !== item) { item = m; orig = undefined; json = valueJson(m) }
+        }
+      } else {
+        // both live values of a merged key: store their join (unless it is what is stored already)
+        const mine = this.toWireText(cur)
+        const m = this.join(mine, item, from)
+        if (m === mine || m === undefined) return false
+        if (m !== item) { item = m; orig = undefined; json = valueJson(m) }
+      }
+    } else if (this.merges.length > 0 && from !== this.self && !item.deleted) {
+      // no stored state: an incoming value of a merged key is merged with itself (the hook validates it)
+      const fn = this.mergeOf(item.key)
+      if (fn !== undefined) {
+        const m = this.selfMerge(item, fn, from)
+        if (m === undefined) return false
+        if (m !== item) { item = m; orig = undefined; json = valueJson(m) }
+      }
+    }
     if (cur === undefined && this.items.size >= this.maxLocalItems) throw new OverlayError('ERR_FULL', 'store is full')
     this.observe(item.version)
     const e = this.entry(item, json)
@@ -803,16 +948,17 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   }
 
   /** Validate and merge incoming items; returns how many were accepted. */
-  private acceptItems (items: WireItem[]): number {
+  private acceptItems (items: WireItem[], from?: PeerId): number {
     const limit = this.clock.now() + this.maxSkew
     let n = 0
     for (const it of items) {
       if (typeof it.key !== 'string' || it.key.length === 0 || it.key.length > this.maxKeyLength ||
-          it.version.updated > limit || it.expires > limit + this.tombstoneTtl) {
+          it.version.updated > limit || it.expires > limit + this.tombstoneTtl ||
+          (it.deleted && this.mergeOf(it.key) !== undefined)) {
         this.stats.rejected++
         continue
       }
-      try { if (this.applyLocal(it as WireItem<V>)) n++ } catch { this.stats.rejected++ }
+      try { if (this.applyLocal(it as WireItem<V>, undefined, from)) n++ } catch { this.stats.rejected++ }
     }
     return n
   }
@@ -824,9 +970,10 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     switch (msg.type) {
       case 'store.put':
         if (msg.items.length > this.maxBatch) return { type: 'error', code: 'ERR_TOO_MANY', message: `more than ${this.maxBatch} items` }
-        if (msg.hops === undefined) return { type: 'store.ok', stored: this.acceptItems(msg.items) }
-        if (msg.items.length > 1) return await this.routedPutMany(msg.items, msg.hops)
-        return await this.routedPut(msg.items, msg.hops)
+        if (msg.hops === undefined) return { type: 'store.ok', stored: this.acceptItems(msg.items, from) }
+        // the sender speaks for a routed write only as its coordinator (a forwarder passes on someone else's)
+        if (msg.items.length > 1) return await this.routedPutMany(msg.items, msg.hops, msg.hops >= this.maxHops ? from : undefined)
+        return await this.routedPut(msg.items, msg.hops, msg.hops >= this.maxHops ? from : undefined)
       case 'store.get':
         if (msg.hops === undefined) return { type: 'store.item', item: typeof msg.key === 'string' ? this.localText(msg.key) ?? null : null }
         return await this.routedGet(msg.key, msg.hops)
@@ -878,17 +1025,17 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   }
 
   /** A client write (`store.put` with `hops`): store it as an owner, else forward to the owners in this view. */
-  private async routedPut (items: WireItem[], hops: number): Promise<OverlayMessage> {
+  private async routedPut (items: WireItem[], hops: number, from?: PeerId): Promise<OverlayMessage> {
     const it = items[0]
     if (items.length !== 1 || it === undefined) return { type: 'error', code: 'ERR_PROTOCOL', message: 'a routed store.put carries exactly one item' }
     if (!this.validKey(it.key)) return { type: 'error', code: 'ERR_BAD_KEY', message: `key must be a string of 1..${this.maxKeyLength} characters` }
     const owners = this.foreignOwners(it.key)
-    if (owners === undefined) return { type: 'store.ok', stored: this.acceptItems(items) }
+    if (owners === undefined) return { type: 'store.ok', stored: this.acceptItems(items, from) }
     const h = Math.min(hops, this.maxHops)
     if (h <= 0) {
       // hop limit: keep it (the next rebalance hands it to its owners) but do not count as an owner
       this.stats.hopLimited++
-      return { type: 'store.ok', stored: this.acceptItems(items), by: [] }
+      return { type: 'store.ok', stored: this.acceptItems(items, from), by: [] }
     }
     this.stats.forwarded++
     const need = Math.min(this.writeQuorum, owners.length)
@@ -898,7 +1045,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       return acked.size >= need
     })
     // not enough owners reached: keep a copy so the write is not lost (rebalance passes it on)
-    if (acked.size < need) this.acceptItems(items)
+    if (acked.size < need) this.acceptItems(items, from)
     return { type: 'store.ok', stored: acked.size, by: [...acked] }
   }
 
@@ -907,15 +1054,15 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
    * node owns are stored; the others are routed one by one as `routedPut` does. Answered without
    * `each` when every key is owned here (all stored by this node), else with `each`.
    */
-  private async routedPutMany (items: WireItem[], hops: number): Promise<OverlayMessage> {
+  private async routedPutMany (items: WireItem[], hops: number, from?: PeerId): Promise<OverlayMessage> {
     const mine: WireItem[] = []
     const foreign: number[] = []
     items.forEach((it, i) => { if (this.validKey(it.key) && this.foreignOwners(it.key) !== undefined) foreign.push(i); else mine.push(it) })
-    if (foreign.length === 0) return { type: 'store.ok', stored: this.acceptItems(items) }
+    if (foreign.length === 0) return { type: 'store.ok', stored: this.acceptItems(items, from) }
     const each: PeerId[][] = items.map(() => [this.self])
-    let stored = this.acceptItems(mine)
+    let stored = this.acceptItems(mine, from)
     await Promise.all(foreign.map(async i => {
-      const res = await this.routedPut([items[i]!], hops)
+      const res = await this.routedPut([items[i]!], hops, from)
       if (res.type === 'store.ok') { each[i] = res.by ?? [this.self]; stored += res.stored } else each[i] = []
     }))
     return { type: 'store.ok', stored, each }
@@ -950,10 +1097,10 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.stats.forwarded++
     const need = Math.min(this.readQuorum, owners.length)
     const counted = new Set<PeerId>()
-    let best: WireItem | undefined = mine
+    let best: WireItem<V> | undefined = mine
     await this.fanout(owners, { type: 'store.get', key, hops: h - 1 }, h, (res, from) => {
       if (res.type === 'store.item' && (res.item === null || res.item.key === key)) {
-        if (res.item !== null && res.item.expires > this.clock.now()) best = mergeItem(best, res.item)
+        if (res.item !== null && res.item.expires > this.clock.now()) best = this.join(best, res.item as WireItem<V>, res.by === undefined ? from : undefined)
         for (const p of this.answeredBy(res.by, from)) counted.add(p)
       }
       return counted.size >= need
@@ -1119,12 +1266,15 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     if (res.type !== 'store.diff') return 0
     const theirs = new Map<string, WireItem>()
     for (const it of res.items) theirs.set(it.key, it)
-    let moved = this.acceptItems(res.items)
+    let moved = this.acceptItems(res.items, p)
     const diff = new Set(res.buckets)
     const push: WireItem[] = []
     for (let i = 0; i < mine.entries.length; i++) {
       if (!diff.has(mine.buckets[i]!)) continue
-      const e = mine.entries[i]!
+      // the current entry: accepting their items may have merged it into a new one above theirs
+      const e0 = mine.entries[i]!
+      const cur = this.items.get(e0.key)
+      const e = cur !== undefined && cur.expires > this.clock.now() ? cur : e0
       const t = theirs.get(e.key)
       if (t === undefined ? !res.more : compareEntry(e, t, valueJson(t)) > 0) push.push(this.toWireText(e))
     }
