@@ -18,6 +18,8 @@ export type DistSpec =
   | { dist: 'exponential', mean: number }
   | { dist: 'weibull', shape: number, scale: number }
   | { dist: 'pareto', shape: number, scale: number }
+  /** Piecewise-linear inverse CDF through `points` = [[probability, value ms], ...] from p 0 to p 1. */
+  | { dist: 'empirical', points: Array<[number, number]> }
 
 /** A sampler of positive durations (ms) with its analytic mean and median. */
 export interface Distribution {
@@ -66,6 +68,22 @@ export function makeDistribution (spec: DistSpec): Distribution {
         mean: () => l * gamma(1 + 1 / k),
         median: () => l * Math.pow(Math.LN2, 1 / k)
       }
+    }
+    case 'empirical': {
+      const pts = spec.points
+      const ok = Array.isArray(pts) && pts.length >= 2 && pts[0]![0] === 0 && pts.at(-1)![0] === 1 &&
+        pts.every((x, i) => Array.isArray(x) && Number.isFinite(x[0]) && Number.isFinite(x[1]) && x[1] >= 0 &&
+          (i === 0 || (x[0] > pts[i - 1]![0] && x[1] >= pts[i - 1]![1])))
+      if (!ok) throw new ScenarioError('empirical: points must be [[0, v0], ..., [1, vn]] with increasing probabilities and non-decreasing values >= 0')
+      const inv = (u: number): number => {
+        let i = 1
+        while (i < pts.length - 1 && pts[i]![0] < u) i++
+        const [p0, v0] = pts[i - 1]!; const [p1, v1] = pts[i]!
+        return v0 + (v1 - v0) * (u - p0) / (p1 - p0)
+      }
+      let m = 0
+      for (let i = 1; i < pts.length; i++) m += (pts[i]![0] - pts[i - 1]![0]) * (pts[i]![1] + pts[i - 1]![1]) / 2
+      return { spec, sample: r => inv(r.next()), mean: () => m, median: () => inv(0.5) }
     }
     case 'pareto': {
       pos(spec.shape, 'shape'); pos(spec.scale, 'scale')
@@ -126,7 +144,7 @@ export function parseFraction (x: unknown, what = 'fraction'): number {
 export function parseDistribution (x: unknown, what = 'distribution'): Distribution {
   if (typeof x !== 'object' || x === null || Array.isArray(x)) throw new ScenarioError(`${what}: expected an object like {dist: exponential, mean: 10min}`)
   const o = x as Record<string, unknown>
-  const known = new Set(['dist', 'mean', 'median', 'scale', 'shape', 'value', 'min', 'max'])
+  const known = new Set(['dist', 'mean', 'median', 'scale', 'shape', 'value', 'min', 'max', 'points'])
   for (const k of Object.keys(o)) if (!known.has(k)) throw new ScenarioError(`${what}: unknown field "${k}"`)
   const d = (k: string): number | undefined => o[k] === undefined ? undefined : parseDuration(o[k], `${what}.${k}`)
   const shape = (): number => {
@@ -142,6 +160,14 @@ export function parseDistribution (x: unknown, what = 'distribution'): Distribut
     switch (o.dist) {
       case 'constant': return makeDistribution({ dist: 'constant', value: need(d('value') ?? d('mean'), 'value') })
       case 'uniform': return makeDistribution({ dist: 'uniform', min: need(d('min'), 'min'), max: need(d('max'), 'max') })
+      case 'empirical': {
+        if (!Array.isArray(o.points)) throw new ScenarioError(`${what}: empirical needs points: [[0, 1s], [0.5, 3s], [1, 20s]]`)
+        const points = (o.points as unknown[]).map((x, i) => {
+          if (!Array.isArray(x) || x.length !== 2 || typeof x[0] !== 'number') throw new ScenarioError(`${what}.points[${i}]: expected [probability, duration]`)
+          return [x[0], parseDuration(x[1], `${what}.points[${i}]`)] as [number, number]
+        })
+        return makeDistribution({ dist: 'empirical', points })
+      }
       case 'exponential': {
         const mean = d('mean') ?? (d('median') === undefined ? undefined : d('median')! / Math.LN2)
         return makeDistribution({ dist: 'exponential', mean: need(mean, 'mean or median') })
@@ -157,7 +183,7 @@ export function parseDistribution (x: unknown, what = 'distribution'): Distribut
         return makeDistribution({ dist: 'pareto', shape: a, scale: need(scale, 'scale, median or mean') })
       }
       default:
-        throw new ScenarioError(`${what}.dist: expected one of constant, uniform, exponential, weibull, pareto; got ${JSON.stringify(o.dist)}`)
+        throw new ScenarioError(`${what}.dist: expected one of constant, uniform, exponential, weibull, pareto, empirical; got ${JSON.stringify(o.dist)}`)
     }
   } catch (err) {
     if (err instanceof ScenarioError && !err.message.startsWith(what)) throw new ScenarioError(`${what}: ${err.message}`)

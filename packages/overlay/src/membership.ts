@@ -3,6 +3,7 @@ import { TypedEmitter } from './events.js'
 import {
   OverlayError, type MemberStatus, type MemberUpdate, type OverlayMessage, type OverlayNetwork, type PeerId
 } from './network.js'
+import type { Ring } from './ring.js'
 
 export interface MembershipComponents {
   clock: Clock
@@ -60,6 +61,28 @@ export interface MembershipEvents {
   'view:change': (members: PeerId[]) => void
 }
 
+/**
+ * What an {@link OverlayNode} needs from a membership service: SWIM ({@link Membership}) in
+ * production; a simulator may inject a global membership oracle with modeled detection delays.
+ */
+export interface MembershipService {
+  readonly self: PeerId
+  /** Alive + suspect members (self included), sorted. */
+  view (): PeerId[]
+  get (id: PeerId): MemberState | undefined
+  on<K extends keyof MembershipEvents>(event: K, fn: MembershipEvents[K]): () => void
+  start (): Promise<void>
+  join (seeds: PeerId[], opts?: AbortOptions): Promise<void>
+  leave (opts?: AbortOptions): Promise<void>
+  stop (): Promise<void>
+  /**
+   * Optional: the ring this member uses now, for a service that maintains rings itself (a
+   * simulator's shared incremental ring). The node then installs it at once on every `view:change`
+   * instead of building a ring from `view()`.
+   */
+  ring?: () => Ring | undefined
+}
+
 interface Gossip { update: MemberUpdate, transmits: number }
 
 const inView = (s: MemberStatus): boolean => s === 'alive' || s === 'suspect'
@@ -69,7 +92,7 @@ const inView = (s: MemberStatus): boolean => s === 'alive' || s === 'suspect'
  * suspicion with a timeout, incarnation numbers for refutation, dissemination piggybacked on the
  * protocol messages (bounded per message). Everything runs on the injected Clock/Rng/network.
  */
-export class Membership extends TypedEmitter<MembershipEvents> implements Startable {
+export class Membership extends TypedEmitter<MembershipEvents> implements Startable, MembershipService {
   readonly self: PeerId
   private readonly clock: Clock
   private readonly rng: Rng

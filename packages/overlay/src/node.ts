@@ -1,10 +1,10 @@
 import type { AbortOptions, Clock, Logger, Rng, Startable, Timer } from '@sipring/interface'
-import { Membership, type MembershipInit } from './membership.js'
+import { Membership, type MembershipInit, type MembershipService } from './membership.js'
 import type { OverlayNetwork, PeerId } from './network.js'
 import { RingFactory, type Hasher, type Ring } from './ring.js'
 import { ReplicatedStore, type StoreDb, type StoreInit } from './store.js'
 
-export interface OverlayNodeComponents {
+export interface OverlayNodeComponents<M extends MembershipService = Membership> {
   clock: Clock
   rng: Rng
   logger: Logger
@@ -13,6 +13,11 @@ export interface OverlayNodeComponents {
   /** Shared ring factory (interns rings: simulated nodes with equal views share one). Default: a private one. */
   ringFactory?: RingFactory
   db?: StoreDb
+  /**
+   * Membership to use instead of SWIM (e.g. a simulator's global oracle). When it provides `ring()`,
+   * the node installs that ring at every `view:change` (no rebuild, no delay).
+   */
+  membership?: M
 }
 
 export interface OverlayNodeInit {
@@ -28,8 +33,8 @@ export interface OverlayNodeInit {
 }
 
 /** Membership → ring → store, wired: every view change rebuilds the ring and triggers handoff. */
-export class OverlayNode<V> implements Startable {
-  readonly membership: Membership
+export class OverlayNode<V, M extends MembershipService = Membership> implements Startable {
+  readonly membership: M
   readonly store: ReplicatedStore<V>
   private readonly rings: RingFactory
   private current: Ring
@@ -37,15 +42,24 @@ export class OverlayNode<V> implements Startable {
   private readonly ringDelay: number
   private ringTimer: Timer | undefined
 
-  constructor (components: OverlayNodeComponents, init: OverlayNodeInit = {}) {
+  constructor (components: OverlayNodeComponents<M>, init: OverlayNodeInit = {}) {
     const { clock, rng, logger, network, hasher } = components
     this.rings = components.ringFactory ?? new RingFactory(hasher, { vnodes: init.vnodes })
-    this.membership = new Membership({ clock, rng: rng.fork('membership'), logger, network }, init.membership)
+    this.membership = components.membership ?? new Membership({ clock, rng: rng.fork('membership'), logger, network }, init.membership) as unknown as M
     this.store = new ReplicatedStore<V>({ clock, rng: rng.fork('store'), logger, network, hasher, db: components.db }, init.store)
-    this.current = this.rings.of([network.self])
+    this.current = this.membership.ring?.() ?? this.rings.of([network.self])
     this.clock = clock
     this.ringDelay = init.ringUpdateDelay ?? 200
-    this.membership.on('view:change', () => { this.scheduleRing() })
+    if (this.membership.ring !== undefined) this.membership.on('view:change', () => { this.adoptRing() })
+    else this.membership.on('view:change', () => { this.scheduleRing() })
+  }
+
+  /** Install the ring the injected membership provides (it models the delays itself). */
+  private adoptRing (): void {
+    const ring = this.membership.ring?.()
+    if (ring === undefined || ring === this.current || ring.size === 0) return
+    this.current = ring
+    this.store.setRing(ring)
   }
 
   get self (): PeerId { return this.membership.self }
@@ -83,6 +97,14 @@ export class OverlayNode<V> implements Startable {
   /** Graceful leave: announce it, hand every item to the ring without this node, then stop. */
   async leave (opts?: AbortOptions): Promise<void> {
     this.ringTimer?.cancel(); this.ringTimer = undefined
+    if (this.membership.ring !== undefined) {
+      // the injected membership takes this node out of its ring; hand everything to the ring without us
+      await this.membership.leave(opts)
+      this.adoptRing()
+      await this.store.settled()
+      await this.store.stop()
+      return
+    }
     const without = this.rings.of(this.membership.view().filter(m => m !== this.self), this.current)
     await this.membership.leave(opts)
     if (without.size > 0) {
@@ -101,6 +123,6 @@ export class OverlayNode<V> implements Startable {
   }
 }
 
-export function createOverlayNode<V> (components: OverlayNodeComponents, init?: OverlayNodeInit): OverlayNode<V> {
-  return new OverlayNode<V>(components, init)
+export function createOverlayNode<V, M extends MembershipService = Membership> (components: OverlayNodeComponents<M>, init?: OverlayNodeInit): OverlayNode<V, M> {
+  return new OverlayNode<V, M>(components, init)
 }

@@ -61,20 +61,289 @@ export function memberTokens (hasher: Hasher, member: PeerId, vnodes: number): B
 /** Gives a member's tokens (lets a factory cache them). */
 export type TokenSource = (member: PeerId) => BigUint64Array
 
+/** Tokens per chunk of the sorted token array (a join/leave touches at most `vnodes` chunks). */
+const CHUNK_CAP = 512
+/** Fill of the chunks of a ring built at once (room for later inserts before a split). */
+const CHUNK_FILL = 384
+
+/** A run of sorted tokens: positions and owner slots. Copied on write when shared with a snapshot. */
+interface Chunk {
+  pos: BigUint64Array
+  own: Uint32Array
+  n: number
+  /** Generation of the RingData that may write it in place. */
+  gen: number
+}
+
 /**
- * Immutable consistent-hash ring. Each member owns `vnodes` tokens at hash(member, i); a key at
- * position p is owned by the distinct members met walking clockwise from the first token >= p.
- * Tokens depend only on the member id: adding a member moves only the keys in its new ranges.
+ * Member ids ↔ small integer slots, append-only (a slot is never reused, so rings derived from one
+ * another and their snapshots can share chunks that name owners by slot), with each member's tokens.
+ */
+class MemberTable {
+  readonly names: PeerId[] = []
+  readonly slots = new Map<PeerId, number>()
+  readonly tokens: Array<BigUint64Array | undefined> = []
+  constructor (readonly source: TokenSource) {}
+
+  slot (m: PeerId): number {
+    let s = this.slots.get(m)
+    if (s === undefined) { s = this.names.length; this.names.push(m); this.slots.set(m, s) }
+    return s
+  }
+
+  tokensOf (s: number): BigUint64Array {
+    let t = this.tokens[s]
+    if (t === undefined) { t = this.source(this.names[s]!); this.tokens[s] = t }
+    return t
+  }
+}
+
+let nextGen = 1
+
+/** Scratch space of walkNames (replication factors are at most a few dozen). */
+const SCRATCH = new Uint32Array(4096)
+
+/** Capacity of a chunk holding n tokens of a small ring: the next power of two (at least 16). */
+function capFor (n: number): number {
+  let c = 16
+  while (c < n && c < CHUNK_CAP) c *= 2
+  return c
+}
+
+/** Position of a token: (chunk index, index in chunk). */
+interface Cursor { c: number, i: number }
+
+/**
+ * The token array of a ring as a directory of sorted chunks ("chunked sorted array"): lookups are two
+ * binary searches, inserting or removing one member's `vnodes` tokens costs O(vnodes · (log N + chunk)),
+ * and a snapshot copies only the directory (chunks are shared and copied on their next write).
+ * @internal
+ */
+export class RingData {
+  chunks: Chunk[] = []
+  /** Largest position of each chunk (for the directory's binary search). */
+  last: bigint[] = []
+  size = 0
+  tokenCount = 0
+  gen = nextGen++
+  private membersCache: PeerId[] | undefined
+
+  constructor (readonly table: MemberTable, readonly vnodes: number) {}
+
+  clone (): RingData {
+    const d = new RingData(this.table, this.vnodes)
+    d.chunks = this.chunks.slice(); d.last = this.last.slice()
+    d.size = this.size; d.tokenCount = this.tokenCount
+    d.membersCache = this.membersCache
+    // both sides now share every chunk: neither may write one in place any more
+    this.gen = nextGen++
+    return d
+  }
+
+  /** Build from tokens already sorted by (position, owner name). */
+  fill (pos: BigUint64Array, own: Uint32Array, members: number): void {
+    this.chunks = []; this.last = []
+    for (let k = 0; k < pos.length; k += CHUNK_FILL) {
+      const n = Math.min(CHUNK_FILL, pos.length - k)
+      const cap = pos.length <= CHUNK_FILL ? capFor(n) : CHUNK_CAP
+      const c: Chunk = { pos: new BigUint64Array(cap), own: new Uint32Array(cap), n, gen: this.gen }
+      c.pos.set(pos.subarray(k, k + n)); c.own.set(own.subarray(k, k + n))
+      this.chunks.push(c); this.last.push(c.pos[n - 1]!)
+    }
+    this.size = members; this.tokenCount = pos.length; this.membersCache = undefined
+  }
+
+  /** First chunk whose last position is >= p, or chunks.length. */
+  private chunkFor (p: bigint): number {
+    const a = this.last
+    let lo = 0; let hi = a.length
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (a[mid]! < p) lo = mid + 1; else hi = mid }
+    return lo
+  }
+
+  /** The first token with position >= p, wrapping to the first token (undefined on an empty ring). */
+  successor (p: bigint): Cursor | undefined {
+    if (this.chunks.length === 0) return undefined
+    const c = this.chunkFor(p)
+    if (c === this.chunks.length) return { c: 0, i: 0 }
+    const ch = this.chunks[c]!
+    let lo = 0; let hi = ch.n
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (ch.pos[mid]! < p) lo = mid + 1; else hi = mid }
+    return { c, i: lo }
+  }
+
+  next (x: Cursor): void {
+    if (++x.i >= this.chunks[x.c]!.n) { x.i = 0; x.c = x.c + 1 === this.chunks.length ? 0 : x.c + 1 }
+  }
+
+  prev (x: Cursor): void {
+    if (--x.i < 0) { x.c = x.c === 0 ? this.chunks.length - 1 : x.c - 1; x.i = this.chunks[x.c]!.n - 1 }
+  }
+
+  ownerAt (x: Cursor): number { return this.chunks[x.c]!.own[x.i]! }
+  posAt (x: Cursor): bigint { return this.chunks[x.c]!.pos[x.i]! }
+
+  /** Owner names met walking clockwise from `from`, distinct (at most min(r, size)): the hot path of lookups. */
+  walkNames (from: Cursor, r: number): PeerId[] {
+    const out: PeerId[] = []
+    const want = Math.min(r, this.size)
+    if (want === 0) return out
+    const names = this.table.names
+    if (want > SCRATCH.length) return this.walk(from, r).map(s => names[s]!)
+    let c = from.c; let i = from.i; let k = 0
+    let ch = this.chunks[c]!
+    for (let j = 0; j < this.tokenCount && k < want; j++) {
+      const o = ch.own[i]!
+      let dup = false
+      for (let q = 0; q < k; q++) if (SCRATCH[q] === o) { dup = true; break }
+      if (!dup) { SCRATCH[k++] = o; out.push(names[o]!) }
+      if (++i >= ch.n) { i = 0; c = c + 1 === this.chunks.length ? 0 : c + 1; ch = this.chunks[c]! }
+    }
+    return out
+  }
+
+  /** Distinct owner slots met walking clockwise from `from` (at most min(r, size)). */
+  walk (from: Cursor, r: number): number[] {
+    const out: number[] = []
+    const want = Math.min(r, this.size)
+    if (want === 0) return out
+    const x = { c: from.c, i: from.i }
+    for (let j = 0; j < this.tokenCount && out.length < want; j++) {
+      const o = this.ownerAt(x)
+      if (!out.includes(o)) out.push(o)
+      this.next(x)
+    }
+    return out
+  }
+
+  /** Does the ring hold member slot `s`? (its first token is present) */
+  hasSlot (s: number): boolean {
+    if (this.chunks.length === 0) return false
+    const p = this.table.tokensOf(s)[0]!
+    const c = this.chunkFor(p)
+    if (c === this.chunks.length) return false
+    const x = this.successor(p)!
+    for (let k = 0; k < this.tokenCount && this.posAt(x) === p; k++) {
+      if (this.ownerAt(x) === s) return true
+      this.next(x)
+    }
+    return false
+  }
+
+  /** A chunk this data may write (copied first when shared). */
+  private writable (c: number): Chunk {
+    const ch = this.chunks[c]!
+    if (ch.gen === this.gen) return ch
+    const cap = ch.pos.length
+    const copy: Chunk = { pos: new BigUint64Array(cap), own: new Uint32Array(cap), n: ch.n, gen: this.gen }
+    copy.pos.set(ch.pos.subarray(0, ch.n)); copy.own.set(ch.own.subarray(0, ch.n))
+    this.chunks[c] = copy
+    return copy
+  }
+
+  /** (position, owner name) order: ties broken by member id, so the ring stays a pure function of the set. */
+  private before (p: bigint, s: number, q: bigint, t: number): boolean {
+    return p < q || (p === q && this.table.names[s]! < this.table.names[t]!)
+  }
+
+  insertToken (p: bigint, s: number): void {
+    this.tokenCount++
+    if (this.chunks.length === 0) {
+      const ch: Chunk = { pos: new BigUint64Array(16), own: new Uint32Array(16), n: 1, gen: this.gen }
+      ch.pos[0] = p; ch.own[0] = s
+      this.chunks.push(ch); this.last.push(p)
+      return
+    }
+    let c = this.chunkFor(p)
+    if (c === this.chunks.length) c--
+    let ch = this.writable(c)
+    if (ch.n === ch.pos.length && ch.n < CHUNK_CAP) {
+      // a small ring's chunk grows (doubling) up to the chunk size
+      const cap = Math.min(CHUNK_CAP, ch.n * 2)
+      const pos = new BigUint64Array(cap); const own = new Uint32Array(cap)
+      pos.set(ch.pos.subarray(0, ch.n)); own.set(ch.own.subarray(0, ch.n))
+      ch.pos = pos; ch.own = own
+    }
+    if (ch.n === CHUNK_CAP) {
+      const half = CHUNK_CAP >>> 1
+      const right: Chunk = { pos: new BigUint64Array(CHUNK_CAP), own: new Uint32Array(CHUNK_CAP), n: ch.n - half, gen: this.gen }
+      right.pos.set(ch.pos.subarray(half, ch.n)); right.own.set(ch.own.subarray(half, ch.n))
+      ch.n = half
+      this.chunks.splice(c + 1, 0, right); this.last.splice(c + 1, 0, right.pos[right.n - 1]!)
+      this.last[c] = ch.pos[half - 1]!
+      if (this.before(ch.pos[half - 1]!, ch.own[half - 1]!, p, s)) { c++; ch = right }
+    }
+    let i = 0; let hi = ch.n
+    while (i < hi) { const mid = (i + hi) >>> 1; if (ch.pos[mid]! < p) i = mid + 1; else hi = mid }
+    while (i < ch.n && this.before(ch.pos[i]!, ch.own[i]!, p, s)) i++ // ties: by member id
+    ch.pos.copyWithin(i + 1, i, ch.n); ch.own.copyWithin(i + 1, i, ch.n)
+    ch.pos[i] = p; ch.own[i] = s; ch.n++
+    this.last[c] = ch.pos[ch.n - 1]!
+  }
+
+  removeToken (p: bigint, s: number): boolean {
+    const c = this.chunkFor(p)
+    if (c === this.chunks.length) return false
+    // equal positions (ties) may spill into the next chunks
+    for (let cc = c; cc < this.chunks.length; cc++) {
+      const ro = this.chunks[cc]!
+      let lo = 0; let hi = ro.n
+      while (lo < hi) { const mid = (lo + hi) >>> 1; if (ro.pos[mid]! < p) lo = mid + 1; else hi = mid }
+      for (let i = lo; i < ro.n && ro.pos[i] === p; i++) {
+        if (ro.own[i] !== s) continue
+        const ch = this.writable(cc)
+        ch.pos.copyWithin(i, i + 1, ch.n); ch.own.copyWithin(i, i + 1, ch.n); ch.n--
+        this.tokenCount--
+        if (ch.n === 0) { this.chunks.splice(cc, 1); this.last.splice(cc, 1) } else this.last[cc] = ch.pos[ch.n - 1]!
+        return true
+      }
+      if (lo < ro.n) return false
+    }
+    return false
+  }
+
+  /** Add a member's tokens; false when already present. */
+  addMember (m: PeerId): boolean {
+    const s = this.table.slot(m)
+    if (this.hasSlot(s)) return false
+    for (const p of this.table.tokensOf(s)) this.insertToken(p, s)
+    this.size++; this.membersCache = undefined
+    return true
+  }
+
+  /** Remove a member's tokens; false when absent. */
+  removeMember (m: PeerId): boolean {
+    const s = this.table.slots.get(m)
+    if (s === undefined || !this.hasSlot(s)) return false
+    for (const p of this.table.tokensOf(s)) this.removeToken(p, s)
+    this.size--; this.membersCache = undefined
+    return true
+  }
+
+  members (): PeerId[] {
+    if (this.membersCache !== undefined) return this.membersCache
+    const seen = new Set<number>()
+    for (const ch of this.chunks) for (let i = 0; i < ch.n; i++) seen.add(ch.own[i]!)
+    this.membersCache = [...seen].map(s => this.table.names[s]!).sort()
+    return this.membersCache
+  }
+}
+
+/**
+ * Consistent-hash ring. Each member owns `vnodes` tokens at hash(member, i); a key at position p is
+ * owned by the distinct members met walking clockwise from the first token >= p. Tokens depend only
+ * on the member id: adding a member moves only the keys in its new ranges.
  *
- * Memory: one BigUint64Array of positions + one Uint32Array of owner indices (12 bytes per token).
+ * A `Ring` never changes (except a {@link LiveRing} and the {@link RingHandle}s following one).
+ * Storage: a chunked sorted array of the 64-bit token positions with 32-bit owner slots (12 bytes per
+ * token); {@link Ring.derive} and the live ring's add/remove work in O(vnodes · (log N + chunk)),
+ * sharing untouched chunks with the rings they came from.
  */
 export class Ring {
   readonly hasher: Hasher
   readonly vnodes: number
-  private readonly memberList: PeerId[]
-  private readonly memberIndex: Map<PeerId, number>
-  private readonly positions: BigUint64Array
-  private readonly ownerOf: Uint32Array
+  /** @internal the token storage (a handle switches it; a live ring mutates it). */
+  _d: RingData
 
   constructor (hasher: Hasher, members: Iterable<PeerId>, init: RingInit = {}, tokens?: TokenSource) {
     this.hasher = hasher
@@ -82,100 +351,88 @@ export class Ring {
     if (!Number.isInteger(this.vnodes) || this.vnodes < 1 || this.vnodes > 4096) {
       throw new RangeError(`vnodes must be an integer in [1, 4096], got ${this.vnodes}`)
     }
-    this.memberList = [...new Set(members)].sort()
-    this.memberIndex = new Map(this.memberList.map((m, i) => [m, i]))
-    const tok = tokens ?? ((m: PeerId) => memberTokens(hasher, m, this.vnodes))
-    const n = this.memberList.length * this.vnodes
+    const vn = this.vnodes
+    const table = new MemberTable(tokens ?? ((m: PeerId) => memberTokens(hasher, m, vn)))
+    this._d = Ring.build(table, vn, members)
+  }
+
+  /** @internal */
+  static build (table: MemberTable, vnodes: number, members: Iterable<PeerId>): RingData {
+    const list = [...new Set(members)].sort()
+    const slots = list.map(m => table.slot(m))
+    const n = list.length * vnodes
     const toks: Array<{ p: bigint, o: number }> = new Array(n)
     let k = 0
-    for (let o = 0; o < this.memberList.length; o++) {
-      for (const p of tok(this.memberList[o]!)) toks[k++] = { p, o }
+    for (let o = 0; o < list.length; o++) {
+      for (const p of table.tokensOf(slots[o]!)) toks[k++] = { p, o }
     }
     // ties (astronomically unlikely) are broken by member order so the ring stays a pure function of the set
     toks.sort((a, b) => a.p < b.p ? -1 : a.p > b.p ? 1 : a.o - b.o)
-    this.positions = new BigUint64Array(n)
-    this.ownerOf = new Uint32Array(n)
-    for (let j = 0; j < n; j++) { this.positions[j] = toks[j]!.p; this.ownerOf[j] = toks[j]!.o }
+    const pos = new BigUint64Array(n); const own = new Uint32Array(n)
+    for (let j = 0; j < n; j++) { pos[j] = toks[j]!.p; own[j] = slots[toks[j]!.o]! }
+    const d = new RingData(table, vnodes)
+    d.fill(pos, own, list.length)
+    return d
   }
 
-  /**
-   * The ring of `members`, derived from this one in linear time when only a few members differ
-   * (a join or a death), by dropping the removed members' tokens and merging the added ones.
-   * The result is identical to `new Ring(hasher, members)`.
-   */
-  derive (members: Iterable<PeerId>, tokens?: TokenSource): Ring {
-    const list = [...new Set(members)].sort()
-    const added = list.filter(m => !this.memberIndex.has(m))
-    const keep = new Set(list)
-    const removed = this.memberList.filter(m => !keep.has(m)).length
-    if (added.length === 0 && removed === 0) return this
-    const tok = tokens ?? ((m: PeerId) => memberTokens(this.hasher, m, this.vnodes))
-    if (added.length * 2 > list.length) return new Ring(this.hasher, list, { vnodes: this.vnodes }, tok)
-    const index = new Map(list.map((m, i) => [m, i]))
-    const remap = new Int32Array(this.memberList.length)
-    for (let i = 0; i < this.memberList.length; i++) remap[i] = index.get(this.memberList[i]!) ?? -1
-    const add: Array<{ p: bigint, o: number }> = []
-    for (const m of added) { const o = index.get(m)!; for (const p of tok(m)) add.push({ p, o }) }
-    add.sort((a, b) => a.p < b.p ? -1 : a.p > b.p ? 1 : a.o - b.o)
-    const n = list.length * this.vnodes
-    const positions = new BigUint64Array(n)
-    const ownerOf = new Uint32Array(n)
-    const oldPos = this.positions; const oldOwn = this.ownerOf
-    let i = 0; let j = 0; let k = 0
-    while (k < n) {
-      while (i < oldPos.length && remap[oldOwn[i]!]! < 0) i++
-      const oi = i < oldPos.length ? remap[oldOwn[i]!]! : -1
-      const a = j < add.length ? add[j]! : undefined
-      const takeOld = oi >= 0 && (a === undefined || oldPos[i]! < a.p || (oldPos[i] === a.p && oi < a.o))
-      if (takeOld) { positions[k] = oldPos[i]!; ownerOf[k] = oi; i++ } else { positions[k] = a!.p; ownerOf[k] = a!.o; j++ }
-      k++
-    }
-    return Ring.fromParts(this.hasher, this.vnodes, list, index, positions, ownerOf)
-  }
-
-  private static fromParts (hasher: Hasher, vnodes: number, list: PeerId[], index: Map<PeerId, number>, positions: BigUint64Array, ownerOf: Uint32Array): Ring {
+  /** @internal a Ring over existing data. */
+  static wrap (hasher: Hasher, d: RingData): Ring {
     const r = Object.create(Ring.prototype) as Ring
-    const w = r as unknown as { -readonly [K in keyof Ring]: unknown } & Record<string, unknown>
-    w.hasher = hasher; w.vnodes = vnodes
-    w.memberList = list; w.memberIndex = index; w.positions = positions; w.ownerOf = ownerOf
+    const w = r as unknown as { hasher: Hasher, vnodes: number, _d: RingData }
+    w.hasher = hasher; w.vnodes = d.vnodes; w._d = d
     return r
   }
 
-  /** Members, sorted. */
-  get members (): readonly PeerId[] { return this.memberList }
-  get size (): number { return this.memberList.length }
-  has (m: PeerId): boolean { return this.memberIndex.has(m) }
+  /**
+   * The ring of `members`, derived from this one by removing and adding only the members that
+   * differ (each in O(vnodes · (log N + chunk)); untouched chunks are shared). The result is identical
+   * to `new Ring(hasher, members)`. `tokens` is ignored (the member table of this ring is reused).
+   */
+  derive (members: Iterable<PeerId>, _tokens?: TokenSource): Ring {
+    const list = new Set(members)
+    const d0 = this._d
+    const added: PeerId[] = []
+    for (const m of list) { const s = d0.table.slots.get(m); if (s === undefined || !d0.hasSlot(s)) added.push(m) }
+    const removed = list.size - added.length === d0.size ? [] : d0.members().filter(m => !list.has(m))
+    if (added.length === 0 && removed.length === 0) return this
+    if ((added.length + removed.length) * 4 > list.size + 4) return Ring.wrap(this.hasher, Ring.build(d0.table, this.vnodes, list))
+    const d = d0.clone()
+    for (const m of removed) d.removeMember(m)
+    for (const m of added) d.addMember(m)
+    return Ring.wrap(this.hasher, d)
+  }
 
-  /** A new ring with `m` added (no-op copy when present). */
-  with (m: PeerId): Ring { return this.derive([...this.memberList, m]) }
-  /** A new ring with `m` removed. */
-  without (m: PeerId): Ring { return this.derive(this.memberList.filter(x => x !== m)) }
+  /** Members, sorted. (Computed on first use for a changed ring: O(tokens).) */
+  get members (): readonly PeerId[] { return this._d.members() }
+  get size (): number { return this._d.size }
+  has (m: PeerId): boolean {
+    const s = this._d.table.slots.get(m)
+    return s !== undefined && this._d.hasSlot(s)
+  }
+
+  /** A new ring with `m` added (this ring when present). */
+  with (m: PeerId): Ring {
+    if (this.has(m)) return this
+    const d = this._d.clone(); d.addMember(m)
+    return Ring.wrap(this.hasher, d)
+  }
+
+  /** A new ring with `m` removed (this ring when absent). */
+  without (m: PeerId): Ring {
+    if (!this.has(m)) return this
+    const d = this._d.clone(); d.removeMember(m)
+    return Ring.wrap(this.hasher, d)
+  }
+
+  /** An immutable ring of the current members (a plain Ring is its own snapshot). */
+  snapshot (): Ring { return this }
 
   /** Ring position of a key. */
   position (key: string | Uint8Array): bigint { return this.hasher.hash64(key) }
 
-  /** Index of the first token with position >= p (wrapping to 0). */
-  private successorIndex (p: bigint): number {
-    const a = this.positions
-    let lo = 0; let hi = a.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (a[mid]! < p) lo = mid + 1; else hi = mid
-    }
-    return lo === a.length ? 0 : lo
-  }
-
-  private walk (start: number, r: number): PeerId[] {
-    const out: PeerId[] = []
-    const n = this.positions.length
-    if (n === 0) return out
-    const want = Math.min(r, this.memberList.length)
-    const seen = new Set<number>()
-    for (let j = 0; j < n && out.length < want; j++) {
-      const o = this.ownerOf[(start + j) % n]!
-      if (!seen.has(o)) { seen.add(o); out.push(this.memberList[o]!) }
-    }
-    return out
+  private names (slots: number[]): PeerId[] {
+    const names = this._d.table.names
+    return slots.map(s => names[s]!)
   }
 
   /** The R distinct members owning `key` (primary first, then clockwise successors). */
@@ -185,16 +442,20 @@ export class Ring {
 
   ownersAt (pos: bigint, r: number): PeerId[] {
     if (!Number.isInteger(r) || r < 1) throw new RangeError(`replication factor must be a positive integer, got ${r}`)
-    return this.walk(this.successorIndex(pos), r)
+    const x = this._d.successor(pos)
+    return x === undefined ? [] : this._d.walkNames(x, r)
   }
 
   /** Every arc of the ring with its R owners (one arc per token). */
   ranges (r: number): RingRange[] {
-    const n = this.positions.length
+    const d = this._d
     const out: RingRange[] = []
-    for (let j = 0; j < n; j++) {
-      const start = this.positions[(j - 1 + n) % n]!
-      out.push({ start, end: this.positions[j]!, owners: this.walk(j, r) })
+    if (d.tokenCount === 0) return out
+    const x: Cursor = { c: 0, i: 0 }
+    const p: Cursor = { c: 0, i: 0 }; d.prev(p)
+    for (let j = 0; j < d.tokenCount; j++) {
+      out.push({ start: d.posAt(p), end: d.posAt(x), owners: this.names(d.walk(x, r)) })
+      d.next(p); d.next(x)
     }
     return out
   }
@@ -206,42 +467,190 @@ export class Ring {
 
   /** Members that share at least one replicated range with `member` (its anti-entropy partners), sorted. */
   replicaPeers (member: PeerId, r: number): PeerId[] {
-    const o = this.memberIndex.get(member)
-    if (o === undefined) return []
-    const n = this.positions.length
-    const out = new Set<PeerId>()
-    for (let j = 0; j < n; j++) {
-      if (this.ownerOf[j] !== o) continue
+    const d = this._d
+    const o = d.table.slots.get(member)
+    if (o === undefined || !d.hasSlot(o)) return []
+    const out = new Set<number>()
+    for (const tp of d.table.tokensOf(o)) {
+      // this member's token j (first match of its position and owner)
+      const j = d.successor(tp)!
+      for (let k = 0; k < d.tokenCount && !(d.posAt(j) === tp && d.ownerAt(j) === o); k++) d.next(j)
       // the range ending at token k holds `member` iff tokens k..j carry at most r distinct owners
-      // (j = this token of the member; an earlier token of the member is handled by its own pass)
-      const distinct = new Set<number>([o])
-      for (let steps = 0, k = j; steps < n; steps++, k = (k - 1 + n) % n) {
-        const prev = this.ownerOf[k]!
+      const distinct: number[] = [o]
+      const k = { c: j.c, i: j.i }
+      for (let steps = 0; steps < d.tokenCount; steps++, d.prev(k)) {
+        const prev = d.ownerAt(k)
         if (steps > 0 && prev === o) break
-        distinct.add(prev)
-        if (distinct.size > r) break
-        for (const m of this.walk(k, r)) out.add(m)
+        if (!distinct.includes(prev)) distinct.push(prev)
+        if (distinct.length > r) break
+        for (const m of d.walk(k, r)) out.add(m)
       }
     }
-    out.delete(member)
-    return [...out].sort()
+    out.delete(o)
+    return this.names([...out]).sort()
+  }
+
+  /**
+   * Members whose replicated ranges can change when `member` joins or leaves this ring: for each of
+   * its tokens, the `r - 1` distinct other members before it and the `r` distinct other members after it.
+   * Only these need a handoff; every other member keeps its ranges. Sorted; never includes `member`.
+   */
+  affectedBy (member: PeerId, r: number): PeerId[] {
+    const d = this._d
+    if (d.tokenCount === 0) return []
+    const s = d.table.slot(member)
+    const out = new Set<number>()
+    for (const tp of d.table.tokensOf(s)) {
+      const start = d.successor(tp)!
+      // clockwise: from the first token >= tp (the member's own tokens skipped)
+      const fw = { c: start.c, i: start.i }
+      const seen: number[] = []
+      for (let k = 0; k < d.tokenCount && seen.length < r; k++, d.next(fw)) {
+        const o = d.ownerAt(fw)
+        if (o !== s && !seen.includes(o)) { seen.push(o); out.add(o) }
+      }
+      // counter-clockwise: from the token before it (the ranges ending there hold r-1 others at most before it)
+      const bw = { c: start.c, i: start.i }; d.prev(bw)
+      seen.length = 0
+      for (let k = 0; k < d.tokenCount && seen.length < r - 1; k++, d.prev(bw)) {
+        const o = d.ownerAt(bw)
+        if (o !== s && !seen.includes(o)) { seen.push(o); out.add(o) }
+      }
+    }
+    out.delete(s)
+    return this.names([...out]).sort()
   }
 
   /** Fraction of the key space every member stores, replicas counted. */
   loadStats (r: number): LoadStats {
-    const load = new Map<PeerId, number>(this.memberList.map(m => [m, 0]))
+    const memberList = this.members
+    const load = new Map<PeerId, number>(memberList.map(m => [m, 0]))
     for (const rg of this.ranges(r)) {
       const len = arcLength(rg.start, rg.end)
       const f = Number(len) / Number(RING_SIZE)
       for (const o of rg.owners) load.set(o, load.get(o)! + f)
     }
     const vals = [...load.values()]
-    const replicas = Math.min(r, this.memberList.length)
+    const replicas = Math.min(r, memberList.length)
     const mean = vals.length === 0 ? 0 : replicas / vals.length
-    const max = vals.length === 0 ? 0 : Math.max(...vals)
-    const min = vals.length === 0 ? 0 : Math.min(...vals)
+    let max = vals.length === 0 ? 0 : -Infinity; let min = vals.length === 0 ? 0 : Infinity
+    for (const v of vals) { if (v > max) max = v; if (v < min) min = v }
     return { members: vals.length, replicas, load, mean, max, min, ratio: mean === 0 ? 0 : max / mean }
   }
+}
+
+/**
+ * A ring changed in place, one member at a time (O(vnodes · (log N + chunk)) per join or leave), for a
+ * simulator's global membership with 10^5 members. `snapshot()` freezes the current state in
+ * O(N · vnodes / chunk) (chunks are shared, copied on write), and {@link RingHandle}s follow it.
+ */
+export class LiveRing extends Ring {
+  constructor (hasher: Hasher, init: RingInit = {}, tokens?: TokenSource) {
+    super(hasher, [], init, tokens)
+  }
+
+  /** Add a member; false when it was already there. */
+  add (m: PeerId): boolean { return this._d.addMember(m) }
+  /** Remove a member; false when it was not there. */
+  remove (m: PeerId): boolean { return this._d.removeMember(m) }
+
+  override with (m: PeerId): Ring { return this.snapshot().with(m) }
+  override without (m: PeerId): Ring { return this.snapshot().without(m) }
+  override derive (members: Iterable<PeerId>, tokens?: TokenSource): Ring { return this.snapshot().derive(members, tokens) }
+
+  /** An immutable copy of the current state. */
+  override snapshot (): Ring { return Ring.wrap(this.hasher, this._d.clone()) }
+
+  /** An immutable copy of the current state with `m` added (a joiner's own view before the others know it). */
+  snapshotWith (m: PeerId): Ring { const d = this._d.clone(); d.addMember(m); return Ring.wrap(this.hasher, d) }
+
+  /** An immutable copy of the current state without `m` (a leaver's view). */
+  snapshotWithout (m: PeerId): Ring { const d = this._d.clone(); d.removeMember(m); return Ring.wrap(this.hasher, d) }
+
+  /**
+   * A view of this live ring with `m` added, without copying anything: follows every later change
+   * (see {@link RingPlus}). A joiner's own view before the others know of it.
+   */
+  plus (m: PeerId): Ring { return this.has(m) ? this.handle() : new RingPlus(this, m) }
+
+  /** A handle following this live ring (see {@link RingHandle}). */
+  handle (): RingHandle { return new RingHandle(this) }
+}
+
+/**
+ * A live ring plus one member that is not in it (yet): lookups (`ownersAt`, `owners`, `has`, `size`)
+ * merge the member's tokens into the live ring's walk on the fly; the rarely used whole-ring queries
+ * (ranges, replicaPeers, members, ...) work on a copy made for the call.
+ */
+export class RingPlus extends Ring {
+  private readonly toks: bigint[]
+  constructor (private readonly live: LiveRing, readonly extra: PeerId) {
+    super(live.hasher, [], { vnodes: live.vnodes })
+    this._d = live._d
+    this.toks = [...memberTokens(live.hasher, extra, live.vnodes)].sort((a, b) => a < b ? -1 : a > b ? 1 : 0)
+  }
+
+  private materialize (): Ring { return this.live.snapshotWith(this.extra) }
+  private get merged (): boolean { return !this.live.has(this.extra) }
+
+  override get size (): number { return this._d.size + (this.merged ? 1 : 0) }
+  override get members (): readonly PeerId[] { return this.merged ? this.materialize().members : this._d.members() }
+  override has (m: PeerId): boolean { return m === this.extra || this.live.has(m) }
+
+  override ownersAt (pos: bigint, r: number): PeerId[] {
+    if (!this.merged) return super.ownersAt(pos, r)
+    if (!Number.isInteger(r) || r < 1) throw new RangeError(`replication factor must be a positive integer, got ${r}`)
+    const d = this._d
+    // the extra member's first token at or after pos (cyclic), as a clockwise distance from pos
+    const t = this.toks
+    const q = t.find(x => x >= pos) ?? t[0]!
+    const dist = (x: bigint): bigint => x >= pos ? x - pos : RING_SIZE - pos + x
+    const dq = dist(q)
+    const out: PeerId[] = []
+    let placed = false
+    const x = d.successor(pos)
+    if (x !== undefined) {
+      const seen: number[] = []
+      const want = Math.min(r, d.size)
+      for (let k = 0; k < d.tokenCount && seen.length < want && out.length < r; k++, d.next(x)) {
+        const o = d.ownerAt(x)
+        if (seen.includes(o)) continue
+        const p = d.posAt(x)
+        if (!placed && (dist(p) > dq || (p === q && d.table.names[o]! > this.extra))) { out.push(this.extra); placed = true; if (out.length >= r) break }
+        seen.push(o); out.push(d.table.names[o]!)
+      }
+    }
+    if (!placed && out.length < r) out.push(this.extra)
+    return out.slice(0, r)
+  }
+
+  override ranges (r: number): RingRange[] { return this.materialize().ranges(r) }
+  override replicaPeers (member: PeerId, r: number): PeerId[] { return this.materialize().replicaPeers(member, r) }
+  override affectedBy (member: PeerId, r: number): PeerId[] { return this.materialize().affectedBy(member, r) }
+  override with (m: PeerId): Ring { return this.materialize().with(m) }
+  override without (m: PeerId): Ring { return this.materialize().without(m) }
+  override derive (members: Iterable<PeerId>, tokens?: TokenSource): Ring { return this.materialize().derive(members, tokens) }
+  override snapshot (): Ring { return this.materialize() }
+}
+
+/**
+ * A Ring that shows another ring's data: it follows a {@link LiveRing} (seeing every change at once)
+ * or is pinned to a snapshot. Give each simulated node its own handle: pin it before a change the node
+ * has not learnt of yet, and install a fresh handle (store.setRing) once it has, so the store's
+ * handoff compares the pinned old state with the live new one.
+ */
+export class RingHandle extends Ring {
+  constructor (target: Ring) {
+    super(target.hasher, [], { vnodes: target.vnodes })
+    this._d = target._d
+  }
+
+  /** Show `target`'s data from now on (a live ring's data stays live, a snapshot's stays fixed). */
+  follow (target: Ring): void { this._d = target._d }
+  /** Does this handle currently show `target`'s data? */
+  follows (target: Ring): boolean { return this._d === target._d }
+
+  override snapshot (): Ring { return Ring.wrap(this.hasher, this._d.clone()) }
 }
 
 /** Clockwise length of `(start, end]`; the full ring when start === end. */
