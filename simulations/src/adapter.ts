@@ -3,8 +3,9 @@
  * instead of a bare overlay node without changing the churn, workload or metrics code.
  */
 import type { Clock, Logger, Rng, Timer } from '@sipring/interface'
+import type { MembershipOracle } from './oracle.js'
 import {
-  OverlayNode, SimOverlayHub, type Hasher, type OverlayMessage, type OverlayNodeInit, type PeerId,
+  OverlayNode, SimOverlayHub, type Hasher, type MembershipService, type OverlayMessage, type OverlayNodeInit, type PeerId,
   type RingFactory, type SendOptions, type SimOverlayInit
 } from '@sipring/overlay'
 
@@ -29,10 +30,14 @@ export interface SimNode<V = RegValue> {
   localItems (): number
   /** Size of the node's current membership view. */
   viewSize (): number
+  /** Has this node ever stored an item? (cheap; scale mode skips handoff notices to nodes without data) */
+  holdsData? (): boolean
 }
 
 export interface NodeFactory<V = RegValue> {
   create (id: string, rng: Rng): SimNode<V>
+  /** The overlay store key of a workload key, for the oracle's owners (default: the key itself). */
+  storeKey?: (key: string) => string
 }
 
 /** Per message type: count and serialized bytes (JSON, as a wire-size proxy). */
@@ -100,15 +105,19 @@ export interface OverlayFactoryInit {
   hasher: Hasher
   rings: RingFactory
   init: OverlayNodeInit
+  /** Scale mode: the global membership oracle (instead of one SWIM instance per node). */
+  oracle?: MembershipOracle
 }
 
 /** The node under test today: sipring's own {@link OverlayNode} (SWIM membership → ring → replicated store). */
 export class OverlayNodeAdapter implements SimNode<RegValue> {
-  readonly node: OverlayNode<RegValue>
+  readonly node: OverlayNode<RegValue, MembershipService>
   constructor (readonly id: string, rng: Rng, private readonly f: OverlayFactoryInit) {
-    this.node = new OverlayNode<RegValue>({
-      clock: f.clock, rng, logger: f.logger, network: f.hub.connect(id), hasher: f.hasher, ringFactory: f.rings
+    this.node = new OverlayNode<RegValue, MembershipService>({
+      clock: f.clock, rng, logger: f.logger, network: f.hub.connect(id), hasher: f.hasher, ringFactory: f.rings,
+      ...(f.oracle !== undefined ? { membership: f.oracle.member(id) } : {})
     }, f.init)
+    const off = this.node.store.on('change', () => { this.stored = true; off() })
   }
 
   async start (): Promise<void> { await this.node.start() }
@@ -137,6 +146,8 @@ export class OverlayNodeAdapter implements SimNode<RegValue> {
 
   localItems (): number { return this.node.store.getStats().items }
   viewSize (): number { return this.node.ring.size }
+  private stored = false
+  holdsData (): boolean { return this.stored }
 }
 
 export function overlayNodeFactory (f: OverlayFactoryInit): NodeFactory<RegValue> {

@@ -3,18 +3,28 @@
  * code under churn, with a client workload, a global oracle and windowed metrics.
  */
 import { execFileSync } from 'node:child_process'
-import { silentLogger, type Rng, type Timer } from '@sipring/interface'
-import { OverlayError, RingFactory, createHasher, yieldToMicrotasks, type Hasher, type Ring } from '@sipring/overlay'
+import { silentLogger, type Clock, type Rng, type Timer } from '@sipring/interface'
+import { LiveRing, OverlayError, RingFactory, createHasher, yieldToMicrotasks, type Hasher, type Ring } from '@sipring/overlay'
 import { SimClock, SeededRng } from '@sipring/testkit'
 import {
   InstrumentedHub, overlayNodeFactory, quantizedClock, type NodeFactory, type RegValue, type SimNode, type TypeCounter
 } from './adapter.js'
 import { startBatchFailures, startChurn, type ChurnHost } from './churn.js'
 import { configHash, describeScenario, type Scenario } from './scenario.js'
+import { MembershipOracle } from './oracle.js'
+import { RepairTracker, type RepairSummary } from './repair.js'
+import { superNodeFactoryFor } from './super-adapter.js'
 import { cv, mean, quantileSorted, round } from './stats.js'
 
 /** Simulated time starts here (2026-01-01T00:00:00Z), so runs never depend on the wall clock. */
 export const SIM_EPOCH = Date.UTC(2026, 0, 1)
+
+/**
+ * Above this many live nodes the loss check looks for a copy of an ownerless key only near its owners
+ * (R + NEAR successors in the truth ring and in the shared view) instead of on every node.
+ */
+const FULL_SCAN_LIMIT = 20_000
+const NEAR = 8
 
 /** Message types reported in windows.csv (anything else is counted under `other`). */
 export const MESSAGE_TYPES = [
@@ -42,6 +52,17 @@ export interface RunOptions {
   recordEvents?: boolean
   /** Shared hasher (xxhash-wasm init is async; tests reuse one). */
   hasher?: Hasher
+  /** Run on another clock than the discrete-event SimClock (emulation: real time, scaled). */
+  timeSource?: (epoch: number) => TimeSource
+}
+
+/** A clock that runs by itself (emulation); the engine waits on it instead of stepping a SimClock. */
+export interface TimeSource {
+  clock: Clock
+  /** Resolves once `clock.now()` ≥ `target` (ms since the epoch). */
+  runUntil(target: number): Promise<void>
+  /** Timers fired so far. */
+  events(): number
 }
 
 export interface FactoryContext {
@@ -50,6 +71,8 @@ export interface FactoryContext {
   hasher: Hasher
   rings: RingFactory
   scenario: Scenario
+  /** A stream of the master seed for the factory's own use (e.g. the SIP network of `node: super`). */
+  rng: Rng
 }
 
 export interface WindowRow {
@@ -96,6 +119,8 @@ export interface Summary {
   maintenance: { msgsPerNodeSec: number, bytesPerNodeSec: number, byType: Record<string, { msgsPerNodeSec: number, bytesPerNodeSec: number }> }
   load: { maxOverMean: number, cv: number, meanItems: number }
   violations: string[]
+  /** Time to repair after crashes (with `repairProbe` > 0). */
+  repair?: RepairSummary
 }
 
 export interface RunResult {
@@ -141,11 +166,17 @@ const newWin = (): Win => ({ joins: 0, leaves: 0, crashes: 0, puts: 0, putsOk: 0
 
 /** Run one scenario with one seed. Deterministic: same scenario + seed ⇒ identical result. */
 export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<RunResult> {
+  if (s.mode === 'emulation' && opts.timeSource === undefined) {
+    const { runEmulation } = await import('./emulation/run.js')
+    return await runEmulation(s, opts)
+  }
   const seed = (opts.seed ?? s.seed) >>> 0
   const record = opts.recordEvents ?? true
   const simClock = new SimClock(SIM_EPOCH)
-  const t0 = simClock.now()
-  const clock = quantizedClock(simClock, s.timeResolution)
+  const ts = opts.timeSource?.(SIM_EPOCH)
+  const base: Clock = ts?.clock ?? simClock
+  const t0 = base.now()
+  const clock = quantizedClock(base, s.timeResolution)
   const master = new SeededRng(seed)
   const churnRng = master.fork('churn')
   const workRng = master.fork('workload')
@@ -154,25 +185,33 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   const joinRng = master.fork('join')
   const hub = new InstrumentedHub({ clock, rng: master.fork('network'), latency: s.network.latency, loss: s.network.loss, defaultTimeout: s.network.requestTimeout })
   const hasher = opts.hasher ?? await createHasher()
+  // scale mode: one global membership service with modeled detection delays (see oracle.ts)
+  const oracleMs = s.membership === 'oracle'
+    ? new MembershipOracle({ clock, rng: master.fork('oracle'), hasher, vnodes: s.overlay.vnodes, replicas: s.overlay.replicas, delays: s.oracle, isUp: id => hub.isUp(id), hasData: id => { const n = hosts.get(id)?.node; return n === undefined ? false : n.holdsData?.() ?? n.localItems() > 0 } })
+    : undefined
+  /** The ring of the nodes that are really up (the checker's truth), kept incrementally. */
+  const truth = new LiveRing(hasher, { vnodes: s.overlay.vnodes })
   // rings are interned by member set; under churn many views coexist, so keep as many as ~256 MiB of tokens allow
   const ringBytes = Math.max(1, s.nodes) * s.overlay.vnodes * 12
   const rings = new RingFactory(hasher, { vnodes: s.overlay.vnodes, cacheSize: Math.max(64, Math.min(4096, Math.floor(256 * 1048576 / ringBytes))) })
-  const ctx: FactoryContext = { clock, hub, hasher, rings, scenario: s }
-  const factory = opts.nodeFactory?.(ctx) ?? overlayNodeFactory({
-    clock, logger: silentLogger, hub, hasher, rings,
+  const ctx: FactoryContext = { clock, hub, hasher, rings, scenario: s, rng: master.fork('factory') }
+  const factory = opts.nodeFactory?.(ctx) ?? (s.node === 'super' ? superNodeFactoryFor(ctx) : undefined) ?? overlayNodeFactory({
+    clock, logger: silentLogger, hub, hasher, rings, ...(oracleMs !== undefined ? { oracle: oracleMs } : {}),
     init: {
       membership: { protocolPeriod: s.overlay.protocolPeriod, pingTimeout: s.overlay.pingTimeout, suspicionMult: s.overlay.suspicionMult },
       store: {
         replicas: s.overlay.replicas, writeQuorum: s.overlay.writeQuorum, readQuorum: s.overlay.readQuorum,
         requestTimeout: s.overlay.requestTimeout, antiEntropyInterval: s.overlay.antiEntropyInterval,
-        maxTtl: Math.max(s.workload.expires, 1000)
+        maxTtl: Math.max(s.workload.expires, 1000),
+        ...(s.digestBuckets !== undefined ? { digestBuckets: s.digestBuckets } : {})
       }
     }
   })
 
   const events: string[] = []
   const violations: string[] = []
-  const rel = (): number => simClock.now() - t0
+  const rel = (): number => base.now() - t0
+  const storeKey = factory.storeKey ?? ((k: string): string => k)
   const log = (ev: string, fields: Record<string, unknown> = {}): void => {
     if (record) events.push(JSON.stringify({ t: rel(), ev, ...fields }))
   }
@@ -205,13 +244,14 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   let bootstrapper: string | undefined
   let upWaiters: Array<() => void> = []
   const wakeWaiters = (): void => { const w = upWaiters; upWaiters = []; for (const f of w) f() }
-  const addUp = (id: string): void => { upIndex.set(id, upList.length); upList.push(id); wakeWaiters() }
+  const addUp = (id: string): void => { upIndex.set(id, upList.length); upList.push(id); truth.add(id); wakeWaiters() }
   const removeUp = (id: string): void => {
     const i = upIndex.get(id)
     if (i === undefined) return
     const last = upList.pop()!
     if (last !== id) { upList[i] = last; upIndex.set(last, i) }
     upIndex.delete(id)
+    truth.remove(id)
   }
   const pickUp = (rng: Rng): SimNode<RegValue> | undefined => {
     if (upList.length === 0) return undefined
@@ -268,6 +308,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     const host = hosts.get(id)
     if (host !== undefined) host.wantUp = false
     if (host === undefined || (host.status !== 'joining' && host.status !== 'up')) return
+    if (kind === 'crash' && upIndex.has(id)) repair?.onCrash(id)
     removeUp(id)
     if (id === bootstrapper) wakeWaiters()
     tickLive(); liveCount--
@@ -372,14 +413,14 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     const now = rel()
     const R = s.overlay.replicas
     const safe = R - s.overlay.readQuorum + 1
-    oracleRing = rings.of(upList, oracleRing)
+    oracleRing = truth
     let liveKeys = 0; let avail = 0; let any = 0; let repl = 0; let losses = 0
     for (const ci of registered) {
       const c = clients[ci]!
       const e = oracle.get(c.key)
       if (e === undefined || e.expires <= now) continue
       liveKeys++
-      const owners = oracleRing.size === 0 ? [] : oracleRing.owners(c.key, R)
+      const owners = oracleRing.size === 0 ? [] : oracleRing.owners(storeKey(c.key), R)
       let holders = 0
       for (const o of owners) {
         const v = hosts.get(o)?.node?.local(c.key)
@@ -388,15 +429,22 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
       if (holders >= Math.min(safe, owners.length) && owners.length > 0) avail++
       if (holders > 0) any++
       repl += owners.length === 0 ? 0 : holders / Math.min(R, owners.length)
-      if (holders === 0) {
+      const tag = holders === 0 ? `${c.key}#${e.seq}` : ''
+      if (holders === 0 && !lostSeen.has(tag)) {
+        const holds = (id: string): boolean => { const v = hosts.get(id)?.node?.local(c.key); return v !== undefined && v.s >= e.seq }
         let somewhere = false
         // a node that is leaving still holds (and is handing over) its items: not lost yet
-        for (const id of [...upList, ...leaving]) {
-          const v = hosts.get(id)?.node?.local(c.key)
-          if (v !== undefined && v.s >= e.seq) { somewhere = true; break }
+        for (const id of leaving) if (holds(id)) { somewhere = true; break }
+        if (!somewhere && upList.length <= FULL_SCAN_LIMIT) {
+          for (const id of upList) if (holds(id)) { somewhere = true; break }
+        } else if (!somewhere) {
+          // large overlays: the copies that can exist are near the key's owners (old owners not yet
+          // handed off, successors that got it early), in the truth ring or in the nodes' shared view
+          const k = storeKey(c.key)
+          for (const id of truth.owners(k, R + NEAR)) if (holds(id)) { somewhere = true; break }
+          if (!somewhere && oracleMs !== undefined) for (const id of oracleMs.ring.owners(k, R + NEAR)) if (holds(id)) { somewhere = true; break }
         }
-        const tag = `${c.key}#${e.seq}`
-        if (!somewhere && !lostSeen.has(tag)) {
+        if (!somewhere) {
           lostSeen.add(tag); losses++
           log('loss', { key: c.key, seq: e.seq })
         }
@@ -404,16 +452,35 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     }
     const loads = upList.map(id => hosts.get(id)!.node!.localItems())
     const lm = loads.length === 0 ? 0 : mean(loads)
+    let loadMax = 0
+    for (const x of loads) if (x > loadMax) loadMax = x
     return {
       liveKeys,
       availability: liveKeys === 0 ? 1 : avail / liveKeys,
       anyOwner: liveKeys === 0 ? 1 : any / liveKeys,
       replication: liveKeys === 0 ? 1 : repl / liveKeys,
       losses,
-      loadMax: loads.length === 0 ? 0 : Math.max(...loads),
+      loadMax,
       loadMean: lm,
       loadCv: loads.length === 0 ? 0 : cv(loads)
     }
+  }
+
+  // ------------------------------------------------------------ repair time (repairProbe > 0)
+
+  const repair = s.repairProbe > 0
+    ? new RepairTracker({
+      now: rel,
+      ring: () => (oracleRing = truth),
+      holds: (id, key, seq) => { const v = hosts.get(id)?.node?.local(key); return v !== undefined && v.s >= seq },
+      current: key => { const e = oracle.get(key); return e === undefined || e.expires <= rel() ? undefined : e.seq },
+      liveKeys: function * () { for (const ci of registered) { const k = clients[ci]!.key; if ((oracle.get(k)?.expires ?? 0) > rel()) yield k } },
+      storeKey
+    }, { replicas: s.overlay.replicas, probe: s.repairProbe, from: s.warmup })
+    : undefined
+  if (repair !== undefined) {
+    const tick = (): void => { repair.probe(); at(rel() + s.repairProbe, tick) }
+    at(s.repairProbe, tick)
   }
 
   // ------------------------------------------------------------ schedule and run
@@ -436,6 +503,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   let simEvents = 0
   let nextProgress = 100_000
   const runUntil = async (target: number): Promise<void> => {
+    if (ts !== undefined) { await ts.runUntil(target); simEvents = ts.events(); return }
     await yieldToMicrotasks()
     for (;;) {
       const next = simClock.nextAt()
@@ -567,6 +635,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   }
   // fix the key order of churn totals for stable output
   summary.churn = { joins: totals.joins, leaves: totals.leaves, crashes: totals.crashes, batchFailures: totals.batches, meanLive: round(mean(liveSamples)), finalLive: liveCount }
+  if (repair !== undefined) summary.repair = repair.summary()
   checkExpectations(s, summary)
   return { summary, windows, events, latencies: latAll, simEvents }
 }

@@ -4,15 +4,20 @@
  */
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join, relative, resolve } from 'node:path'
+import { getHeapStatistics } from 'node:v8'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
 import { createHasher } from '@sipring/overlay'
 import { SimulationCrash, runScenario, type Progress, type Summary } from './engine.js'
 import { aggregate, reproduceCommand, stableJson, writeRun } from './output.js'
 import { ScenarioError, configHash, describeScenario, loadScenario, type Scenario } from './scenario.js'
+import { wallClockMs } from '@sipring/testkit'
 
 const USAGE = `usage: sipring-sim run <scenario.yaml> [--seed N] [--reps N] [--out DIR] [--set path=value ...] [--no-events] [--quiet]
        sipring-sim validate <scenario.yaml> [--set path=value ...]
+       sipring-sim compare <scenario.yaml> [--reps N] [--seed N] [--out DIR] [--set path=value ...]
+                  runs the scenario in mode sim and in mode emulation (real libp2p nodes), --reps each,
+                  and prints lookup success and repair time with 95% CIs side by side
 
   --seed N       master seed (default: the scenario's seed); with --reps, seeds N, N+1, ...
   --reps N       independent replications; summary.json then holds 95% confidence intervals
@@ -23,9 +28,9 @@ const USAGE = `usage: sipring-sim run <scenario.yaml> [--seed N] [--reps N] [--o
 
 exit codes: 0 ok, 1 usage / scenario error, 2 simulation crash, 3 checker violation`
 
-interface Args { cmd: string, file: string, seed?: number, reps: number, out?: string, sets: Array<[string, unknown]>, events: boolean, quiet: boolean }
+export interface Args { cmd: string, file: string, seed?: number, reps: number, out?: string, sets: Array<[string, unknown]>, events: boolean, quiet: boolean }
 
-function parseArgs (argv: string[]): Args {
+export function parseArgs (argv: string[]): Args {
   const a: Args = { cmd: argv[0] ?? '', file: '', reps: 1, sets: [], events: true, quiet: false }
   const rest = argv.slice(1)
   const int = (v: string | undefined, what: string, lo: number, hi: number): number => {
@@ -58,7 +63,7 @@ function parseArgs (argv: string[]): Args {
   return a
 }
 
-const wallMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000
+const wallMs = wallClockMs
 
 function progressLine (label: string, p: Progress, started: number): string {
   const wall = (wallMs() - started) / 1000
@@ -74,16 +79,25 @@ export async function main (argv: string[]): Promise<number> {
   try {
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') { console.log(USAGE); return argv.length === 0 ? 1 : 0 }
     args = parseArgs(argv)
-    if (args.cmd !== 'run' && args.cmd !== 'validate') throw new ScenarioError(`unknown command ${JSON.stringify(args.cmd)}`)
+    if (args.cmd !== 'run' && args.cmd !== 'validate' && args.cmd !== 'compare') throw new ScenarioError(`unknown command ${JSON.stringify(args.cmd)}`)
     scenario = loadScenario(args.file, { overrides: args.sets })
   } catch (err) {
     if (err instanceof ScenarioError) { console.error(`sipring-sim: ${err.message}\n\n${USAGE}`); return 1 }
     throw err
   }
+  if (args.cmd === 'compare') {
+    const { compare } = await import('./emulation/compare.js')
+    return await compare(args, scenario)
+  }
   if (args.cmd === 'validate') {
     const d = describeScenario(scenario)
     console.log(stableJson({ configHash: configHash({ ...d, seed: undefined }), scenario: d }).trimEnd())
     return 0
+  }
+  // ≈ 50 KiB of heap per node with its share of the workload: a 100k-node run needs more than the default ~4 GiB
+  const heapMiB = getHeapStatistics().heap_size_limit / 1048576
+  if (scenario.nodes * 50 / 1024 > heapMiB * 0.8) {
+    console.error(`sipring-sim: warning: ${scenario.nodes} nodes need about ${Math.ceil(scenario.nodes * 50 / 1024)} MiB of heap, the limit is ${Math.round(heapMiB)} MiB: run with NODE_OPTIONS=--max-old-space-size=${Math.ceil(scenario.nodes * 120 / 1024)}`)
   }
   // a promise rejected with nobody listening inside the code under test would kill the process:
   // report it as a crash of this seed instead

@@ -116,6 +116,13 @@ export function aggregate (sums: Summary[]): Record<string, Interval> {
     const c = confidence(sums.map(f))
     out[k] = { mean: round(c.mean), ci95: round(c.ci95), n: c.n, low: round(c.low), high: round(c.high) }
   }
+  // time to repair, when measured (repairProbe > 0): the mean over replications of each run's mean
+  if (sums.some(s => s.repair !== undefined)) {
+    for (const k of ['mean', 'p50', 'p95', 'open', 'abandoned'] as const) {
+      const c = confidence(sums.map(s => s.repair?.[k] ?? NaN).filter(Number.isFinite))
+      out[`repair.${k}`] = { mean: round(c.mean), ci95: round(c.ci95), n: c.n, low: round(c.low), high: round(c.high) }
+    }
+  }
   return out
 }
 

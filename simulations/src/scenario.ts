@@ -5,9 +5,26 @@ import { dirname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import {
   ScenarioError, parseDistribution, parseDuration, parseFraction, readAvt, readChurnCsv,
-  type BatchFailure, type ChurnModel, type DistSpec
+  type BatchFailure, type ChurnModel, type DistSpec, type Distribution
 } from './churn.js'
 import { canonicalJson } from './stats.js'
+import type { OracleDelays } from './oracle.js'
+
+/**
+ * Oracle-mode delays: quantiles (p0, 5, 25, 50, 75, 95, 99, 100) measured on SWIM at N = 500
+ * (protocolPeriod 1 s, suspicionMult 5, latency 5–15 ms, joins after the bootstrap) with
+ * `npx tsx simulations/src/calibrate.ts simulations/scenarios/calibrate.yaml` — see docs/simulation.md
+ * "Scale mode". crashDetect grows with log10(N) (SWIM's suspicion timeout): shift it for other sizes.
+ */
+const Q = [0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1]
+const pts = (ms: number[]): Array<[number, string]> => ms.map((v, i) => [Q[i]!, `${v}ms`])
+export const ORACLE_DEFAULTS: Record<keyof OracleDelays, Record<string, unknown>> = {
+  joinRtt: { dist: 'uniform', min: '10ms', max: '30ms' },
+  joinSpread: { dist: 'empirical', points: pts([4, 1724, 2781, 3404, 4010, 19530, 86442, 119925]) },
+  leaveSpread: { dist: 'empirical', points: pts([6, 6, 8, 11, 13, 15, 15, 1003]) },
+  crashDetect: { dist: 'empirical', points: pts([9134, 13520, 13822, 14294, 15140, 16608, 17428, 17428]) },
+  crashSpread: { dist: 'empirical', points: pts([0, 1103, 1909, 2388, 2832, 3433, 3909, 5490]) }
+}
 
 export { ScenarioError }
 
@@ -41,6 +58,16 @@ export interface Scenario {
     pingTimeout: number
     suspicionMult: number
   }
+  /**
+   * `swim`: every node runs SWIM (faithful, ≈N² messages: up to a few thousand nodes). `oracle`: one
+   * global membership service with calibrated detection/dissemination delays (scale mode, 10^5 nodes);
+   * ring, store, handoff and anti-entropy stay sipring's code. From `overlay.membership`.
+   */
+  membership: 'swim' | 'oracle'
+  /** Oracle-mode delays (from `overlay.oracle`; defaults calibrated on SWIM, docs/simulation.md). */
+  oracle: OracleDelays
+  /** Digest buckets of anti-entropy (`overlay.digestBuckets`); undefined = the store's default (256). */
+  digestBuckets?: number
   churn: ChurnModel & { start: number }
   /** The churn section as written (for the record). */
   churnSpec: Record<string, unknown>
@@ -63,6 +90,14 @@ export interface Scenario {
   }
   /** Thresholds checked on the summary; a miss is a violation (exit code 3). */
   expect: { lookupSuccess?: number, availability?: number, maxLosses?: number }
+  /** `sim` (discrete events, SimClock) or `emulation` (real libp2p nodes on loopback, real time-scaled clock). */
+  mode: 'sim' | 'emulation'
+  /** The node under test: a bare `overlay` node or a full `super` node (createSuperNode, SIP REGISTER workload). */
+  node: 'overlay' | 'super'
+  /** Emulation: simulated ms per real ms (4 = 10 simulated min in 2.5 real min); libp2p transport. */
+  emulation: { timeScale: number, transport: 'tcp' | 'memory' }
+  /** Repair-time probe period (ms); 0 = repair time not measured. */
+  repairProbe: number
 }
 
 type Obj = Record<string, unknown>
@@ -146,7 +181,7 @@ export function setPath (doc: unknown, path: string, value: unknown): unknown {
 }
 
 export function validateScenario (doc: unknown, baseDir: string): Scenario {
-  const top = obj(doc, 'scenario', ['name', 'seed', 'duration', 'warmup', 'window', 'nodes', 'bootstrapOver', 'timeResolution', 'maxNodes', 'network', 'overlay', 'churn', 'failures', 'workload', 'expect'])
+  const top = obj(doc, 'scenario', ['name', 'seed', 'duration', 'warmup', 'window', 'nodes', 'bootstrapOver', 'timeResolution', 'maxNodes', 'network', 'overlay', 'churn', 'failures', 'workload', 'expect', 'mode', 'node', 'emulation', 'repairProbe'])
   const name = top.name === undefined ? 'unnamed' : String(top.name)
   const duration = dur(top.duration, 'duration', 300_000, 1000)
   const warmup = dur(top.warmup, 'warmup', Math.min(60_000, duration / 5))
@@ -159,7 +194,7 @@ export function validateScenario (doc: unknown, baseDir: string): Scenario {
   const latency = { min: dur(lat.min, 'network.latency.min', 5), max: dur(lat.max, 'network.latency.max', 15) }
   if (latency.max < latency.min) throw new ScenarioError('network.latency: max must be >= min')
 
-  const ov = obj(top.overlay, 'overlay', ['vnodes', 'replicas', 'writeQuorum', 'readQuorum', 'requestTimeout', 'antiEntropyInterval', 'protocolPeriod', 'pingTimeout', 'suspicionMult'])
+  const ov = obj(top.overlay, 'overlay', ['vnodes', 'replicas', 'writeQuorum', 'readQuorum', 'requestTimeout', 'antiEntropyInterval', 'protocolPeriod', 'pingTimeout', 'suspicionMult', 'membership', 'oracle', 'digestBuckets'])
   const replicas = num(ov.replicas, 'overlay.replicas', 3, 1, 16, true)
   const overlay = {
     vnodes: num(ov.vnodes, 'overlay.vnodes', 64, 1, 4096, true),
@@ -173,6 +208,17 @@ export function validateScenario (doc: unknown, baseDir: string): Scenario {
     suspicionMult: num(ov.suspicionMult, 'overlay.suspicionMult', 5, 0.1, 1000)
   }
   if (overlay.pingTimeout >= overlay.protocolPeriod) throw new ScenarioError('overlay.pingTimeout must be shorter than overlay.protocolPeriod')
+  const membership = ov.membership ?? 'swim'
+  if (membership !== 'swim' && membership !== 'oracle') throw new ScenarioError(`overlay.membership: expected swim or oracle, got ${JSON.stringify(membership)}`)
+  const or = obj(ov.oracle, 'overlay.oracle', Object.keys(ORACLE_DEFAULTS))
+  const oracleSpecs: Record<string, unknown> = {}
+  const oracleDelays = {} as Record<keyof OracleDelays, Distribution>
+  for (const k of Object.keys(ORACLE_DEFAULTS) as Array<keyof OracleDelays>) {
+    oracleSpecs[k] = or[k] ?? ORACLE_DEFAULTS[k]
+    oracleDelays[k] = parseDistribution(oracleSpecs[k], `overlay.oracle.${k}`)
+  }
+  const digestBuckets = ov.digestBuckets === undefined ? undefined : num(ov.digestBuckets, 'overlay.digestBuckets', 256, 1, 4096, true)
+  if (digestBuckets !== undefined && (digestBuckets & (digestBuckets - 1)) !== 0) throw new ScenarioError('overlay.digestBuckets: must be a power of two in [1, 4096]')
 
   const ch = obj(top.churn, 'churn', ['model', 'start', 'session', 'downtime', 'crashFraction', 'arrivalRate', 'trace'])
   const start = dur(ch.start, 'churn.start', 0)
@@ -245,7 +291,24 @@ export function validateScenario (doc: unknown, baseDir: string): Scenario {
   if (ex.availability !== undefined) expect.availability = parseFraction(ex.availability, 'expect.availability')
   if (ex.maxLosses !== undefined) expect.maxLosses = num(ex.maxLosses, 'expect.maxLosses', 0, 0, Number.MAX_SAFE_INTEGER, true)
 
+  const mode = top.mode ?? 'sim'
+  if (mode !== 'sim' && mode !== 'emulation') throw new ScenarioError(`mode: expected sim or emulation, got ${JSON.stringify(mode)}`)
+  const nodeKind = top.node ?? 'overlay'
+  if (nodeKind !== 'overlay' && nodeKind !== 'super') throw new ScenarioError(`node: expected overlay or super, got ${JSON.stringify(nodeKind)}`)
+  if (mode === 'emulation' && nodeKind !== 'overlay') throw new ScenarioError('node: mode emulation runs overlay nodes only (node: super is simulated)')
+  const em = obj(top.emulation, 'emulation', ['timeScale', 'transport'])
+  const transport = em.transport ?? 'tcp'
+  if (transport !== 'tcp' && transport !== 'memory') throw new ScenarioError(`emulation.transport: expected tcp or memory, got ${JSON.stringify(transport)}`)
+  const emulation = { timeScale: num(em.timeScale, 'emulation.timeScale', 4, 0.1, 100), transport: transport as 'tcp' | 'memory' }
+
   return {
+    membership,
+    oracle: oracleDelays,
+    ...(digestBuckets !== undefined ? { digestBuckets } : {}),
+    mode,
+    node: nodeKind,
+    emulation,
+    repairProbe: dur(top.repairProbe, 'repairProbe', 0, 0, 3_600_000),
     name,
     seed: num(top.seed, 'seed', 1, 0, 0xffffffff, true),
     duration,
@@ -277,7 +340,14 @@ export function describeScenario (s: Scenario): Record<string, unknown> {
     bootstrapOver: s.bootstrapOver, timeResolution: s.timeResolution, maxNodes: s.maxNodes,
     network: s.network, overlay: s.overlay, churn, failures: s.failures,
     workload: { ...s.workload, lookupRate: undefined, lookupRatePerSecond: s.workload.lookupRate * 1000 },
-    expect: s.expect
+    expect: s.expect,
+    // scale-mode fields: recorded only when used, so existing configurations keep their hash
+    ...(s.membership !== 'swim' ? { membership: s.membership, oracle: Object.fromEntries(Object.entries(s.oracle).map(([k, d]) => [k, d.spec])) } : {}),
+    ...(s.digestBuckets !== undefined ? { digestBuckets: s.digestBuckets } : {}),
+    // recorded only when not the default, so existing configurations keep their hash
+    ...(s.mode !== 'sim' ? { mode: s.mode, emulation: s.emulation } : {}),
+    ...(s.node !== 'overlay' ? { node: s.node } : {}),
+    ...(s.repairProbe > 0 ? { repairProbe: s.repairProbe } : {})
   }
 }
 
