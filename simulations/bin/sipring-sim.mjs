@@ -5,5 +5,6 @@ import { fileURLToPath } from 'node:url'
 
 const main = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
 const tsx = import.meta.resolve('tsx')
-const child = spawn(process.execPath, ['--import', tsx, '--conditions=sipring-source', main, ...process.argv.slice(2)], { stdio: 'inherit' })
+const semi = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some(a => a.includes('max-semi-space-size')) ? [] : ['--max-semi-space-size=64'] // see src/cli.ts
+const child = spawn(process.execPath, [...semi, '--import', tsx, '--conditions=sipring-source', main, ...process.argv.slice(2)], { stdio: 'inherit' })
 child.on('exit', (code, signal) => { process.exit(code ?? (signal !== null ? 1 : 0)) })

@@ -183,7 +183,9 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   const nodeRngs = master.fork('nodes')
   const failRng = master.fork('failures')
   const joinRng = master.fork('join')
-  const hub = new InstrumentedHub({ clock, rng: master.fork('network'), latency: s.network.latency, loss: s.network.loss, defaultTimeout: s.network.requestTimeout })
+  // messages cross the hub uncopied: every overlay handler treats them as read-only (the overlay and
+  // simulation suites pass with copy: 'freeze', which throws on any mutation)
+  const hub = new InstrumentedHub({ clock, rng: master.fork('network'), latency: s.network.latency, loss: s.network.loss, defaultTimeout: s.network.requestTimeout, copy: 'share' })
   const hasher = opts.hasher ?? await createHasher()
   // scale mode: one global membership service with modeled detection delays (see oracle.ts)
   const oracleMs = s.membership === 'oracle'

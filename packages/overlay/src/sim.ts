@@ -13,6 +13,14 @@ export interface SimOverlayInit {
   loss?: number
   /** Default request timeout in ms when the sender gives none. Default 2000. */
   defaultTimeout?: number
+  /**
+   * How a message crosses the hub. 'clone' (default): deep copy (structuredClone), so nodes never
+   * share objects and a message that cannot be encoded fails. 'freeze': no copy, the message is
+   * deep-frozen (a receiver or sender that mutates it afterwards throws: use it in tests to check
+   * that sharing is safe). 'share': no copy, no check (fastest; the simulator's scale mode — every
+   * overlay handler treats messages as read-only, checked with 'freeze' by the overlay tests).
+   */
+  copy?: 'clone' | 'freeze' | 'share'
 }
 
 export interface SimStats { requests: number, delivered: number, lost: number, timeouts: number }
@@ -20,7 +28,7 @@ export interface SimStats { requests: number, delivered: number, lost: number, t
 /**
  * In-memory request/response network for overlay nodes, driven by a SimClock and a SeededRng:
  * per-message delay and loss, crashed nodes (never answer) and partitions. Messages are deep-copied
- * (structuredClone) so nodes never share objects.
+ * (structuredClone) so nodes never share objects, unless `copy` says otherwise.
  */
 export class SimOverlayHub {
   readonly clock: Clock
@@ -28,6 +36,7 @@ export class SimOverlayHub {
   private readonly latency: { min: number, max: number }
   loss: number
   private readonly defaultTimeout: number
+  private readonly copyMode: 'clone' | 'freeze' | 'share'
   private readonly nodes = new Map<PeerId, SimOverlayNetwork>()
   private readonly down = new Set<PeerId>()
   private readonly cuts = new Set<string>()
@@ -39,6 +48,13 @@ export class SimOverlayHub {
     this.latency = init.latency ?? { min: 5, max: 15 }
     this.loss = init.loss ?? 0
     this.defaultTimeout = init.defaultTimeout ?? 2000
+    this.copyMode = init.copy ?? 'clone'
+  }
+
+  private pass (msg: OverlayMessage): OverlayMessage {
+    if (this.copyMode === 'clone') return structuredClone(msg)
+    if (this.copyMode === 'freeze') deepFreeze(msg)
+    return msg
   }
 
   /** The network port of peer `id` (created on first call; revives a crashed peer). */
@@ -98,7 +114,7 @@ export class SimOverlayHub {
       if (!this.nodes.has(to)) { finish(() => { reject(new OverlayUnreachableError(`unknown peer ${to}`)) }); return }
       if (this.down.has(from)) return // a crashed sender's messages go nowhere
       let copy: OverlayMessage
-      try { copy = structuredClone(msg) } catch (err) {
+      try { copy = this.pass(msg) } catch (err) {
         finish(() => { reject(new OverlayProtocolError(`request cannot be encoded: ${String(err)}`)) }); return
       }
       if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
@@ -109,7 +125,7 @@ export class SimOverlayHub {
           if (this.down.has(to) || this.down.has(from)) return
           if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
           let back: OverlayMessage
-          try { back = structuredClone(res) } catch (err) {
+          try { back = this.pass(res) } catch (err) {
             back = { type: 'error', code: 'ERR_ENCODE', message: `response cannot be encoded: ${String(err)}` }
           }
           this.clock.setTimer(this.delay(), () => { finish(() => { resolve(back) }) })
@@ -117,6 +133,12 @@ export class SimOverlayHub {
       })
     })
   }
+}
+
+function deepFreeze (v: unknown): void {
+  if (typeof v !== 'object' || v === null) return
+  Object.freeze(v) // no-op when already (shallowly) frozen; messages are JSON-like trees, no cycles
+  for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k])
 }
 
 export class SimOverlayNetwork implements OverlayNetwork {

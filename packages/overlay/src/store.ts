@@ -1110,6 +1110,13 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
 
   // ------------------------------------------------------------ handoff / re-replication
 
+  /**
+   * Ring positions of stored entries, memoized for the handoff walk (every ring change nearby walks
+   * all items; hashing each key again dominated it). Weak: an entry replaced or dropped takes its
+   * position with it, and Entry stays small for entries never walked.
+   */
+  private readonly walkPos = new WeakMap<Entry, bigint>()
+
   private async handoff (old: Ring | undefined, ring: Ring): Promise<void> {
     const now = this.clock.now()
     const batches = new Map<PeerId, Entry[]>()
@@ -1119,7 +1126,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     }
     for (const e of this.items.values()) {
       if (e.expires <= now) continue
-      const pos = this.position(e.key)
+      let pos = this.walkPos.get(e)
+      if (pos === undefined) { pos = this.position(e.key); this.walkPos.set(e, pos) }
       const owners = ring.ownersAt(pos, this.replicas)
       const before = old === ring ? owners : old?.ownersAt(pos, this.replicas) ?? [this.self]
       if (!owners.includes(this.self)) {
