@@ -1,27 +1,12 @@
 import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { configDir, issuesOf } from './config-helpers.js'
 import { join } from 'node:path'
 import {
-  ConfigError, UsageError, defaultConfig, envLayer, fileLayer, loadConfig, parseStartArgs, resolveConfig, startHelp, START_FLAGS, ENV_VARS, CONFIG_KEYS
+  UsageError, defaultConfig, envLayer, fileLayer, loadConfig, parseStartArgs, resolveConfig, startHelp, START_FLAGS, ENV_VARS, CONFIG_KEYS
 } from '../src/config.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'sipring-config-'))
-function file (name: string, text: string): string {
-  const p = join(dir, name)
-  writeFileSync(p, text)
-  return p
-}
+const { dir, file } = configDir('sipring-config-')
 
-function issuesOf (fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 t.test('embedded defaults', async t => {
   const { config } = loadConfig([], {})

@@ -1,28 +1,12 @@
 // Group-call keys of `sipring start`: groupForking, groupMaxBranches, groupMemberTimeout,
 // groupMaxDepth — defaults, file < env < flags, precise errors, help text.
 import t from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { configDir, issuesOf } from './config-helpers.js'
 import { join } from 'node:path'
-import { ConfigError, defaultConfig, loadConfig, startHelp, START_FLAGS, ENV_VARS } from '../src/config.js'
+import { defaultConfig, loadConfig, startHelp, START_FLAGS, ENV_VARS } from '../src/config.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'sipring-group-config-'))
-t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-function file (name: string, text: string): string {
-  const p = join(dir, name)
-  writeFileSync(p, text)
-  return p
-}
+const { file } = configDir('sipring-group-config-')
 
-function issuesOf (fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 t.test('defaults: forking left to the node, 64 branches, 20 s per hunt member, depth 3', async t => {
   const { config } = loadConfig([], {})

@@ -1,26 +1,16 @@
 // Overlay replication keys of `sipring start`: overlayAckTimeout, overlayTrustLocalFor — defaults,
 // file < env < flags, precise errors, help text, and that the daemon hands them to the super node.
 import t from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { configDir, issuesOf } from './config-helpers.js'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryLogger } from '@sipring/testkit'
-import { ConfigError, defaultConfig, loadConfig, startHelp, START_FLAGS, ENV_VARS } from '../src/config.js'
+import { defaultConfig, loadConfig, startHelp, START_FLAGS, ENV_VARS } from '../src/config.js'
 import { startDaemon } from '../src/run.js'
 import { cryptoRng, systemClock } from '../src/system.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'sipring-overlay-config-'))
-t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+const { dir } = configDir('sipring-overlay-config-')
 
-function issuesOf (fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 t.test('defaults 2000 ms and 1 h; file < env < flags', async t => {
   let { config } = loadConfig([], {})

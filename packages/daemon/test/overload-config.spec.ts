@@ -1,23 +1,13 @@
 // Overload keys of `sipring start`: overloadMaxInFlight, overloadRetryAfter — defaults,
 // file < env < flags, precise errors, help text.
 import t from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { configDir, issuesOf } from './config-helpers.js'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, loadConfig, startHelp, START_FLAGS, ENV_VARS } from '../src/config.js'
+import { loadConfig, startHelp, START_FLAGS, ENV_VARS } from '../src/config.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'sipring-overload-config-'))
-t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+const { dir } = configDir('sipring-overload-config-')
 
-function issuesOf (fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 t.test('defaults 2000 requests in flight, Retry-After 5 s; file < env < flags', async t => {
   let { config } = loadConfig([], {})
