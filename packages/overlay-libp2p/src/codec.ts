@@ -2,7 +2,7 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import { DEFAULT_MESSAGE_LIMITS, OverlayProtocolError, validateMessage, type MessageLimits, type OverlayMessage } from '@sipring/overlay'
 
 /**
- * Wire format of the `/sipring/overlay/1.0.0` stream: frames of a 4-byte big-endian payload length
+ * Wire format of the `/sipring/overlay/1.1.0` stream: frames of a 4-byte big-endian payload length
  * followed by the payload, the UTF-8 JSON of `{ id, kind, msg }`. Both ends send requests (`req`) and
  * answer the other's requests (`res`) on the same stream; `id` is chosen by the requester and echoed.
  */

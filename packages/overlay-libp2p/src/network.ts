@@ -12,7 +12,7 @@ import type { AdmissionGate } from './admission.js'
 import { DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameError, decodePayload, encodeFrame, type Frame } from './codec.js'
 
 /** The libp2p protocol of the overlay's request/response stream. */
-export const OVERLAY_PROTOCOL = '/sipring/overlay/1.0.0'
+export const OVERLAY_PROTOCOL = '/sipring/overlay/1.1.0'
 
 /** Too many requests to one peer are waiting for an answer (the limit is `maxOutstanding`). */
 export class OverlayBusyError extends OverlayError {
@@ -99,7 +99,7 @@ export interface Libp2pOverlayNetworkComponents {
   logger: Logger
 }
 
-/** One long-lived `/sipring/overlay/1.0.0` stream to a peer, carrying requests both ways. */
+/** One long-lived `/sipring/overlay/1.1.0` stream to a peer, carrying requests both ways. */
 class Channel {
   readonly pending = new Map<number, Pending>()
   inflight = 0

@@ -69,7 +69,7 @@ type Services = { identify: unknown, ping: unknown, dht: KadDHT }
 /**
  * A sipring overlay node on libp2p: TCP (IPv4 and IPv6) or in-process memory transport, noise,
  * yamux, identify, ping, a private kad-dht for finding peers by id, and the overlay's
- * request/response {@link OverlayNetwork} on `/sipring/overlay/1.0.0`.
+ * request/response {@link OverlayNetwork} on `/sipring/overlay/1.1.0`.
  *
  * Emits `peer:connect` / `peer:disconnect` with the peer id string.
  */

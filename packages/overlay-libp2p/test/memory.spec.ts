@@ -15,7 +15,7 @@ const echo = (n: Libp2pOverlay): void => {
 }
 const keyOf = (m: OverlayMessage): string => m.type === 'store.item' && m.item !== null ? m.item.key : `!${m.type}`
 
-/** A raw `/sipring/overlay/1.0.0` stream from `from` to `to`, collecting decoded frames. */
+/** A raw `/sipring/overlay/1.1.0` stream from `from` to `to`, collecting decoded frames. */
 async function rawStream (from: Libp2pOverlay, to: Libp2pOverlay): Promise<{ stream: Stream, frames: Frame[], closed: () => boolean }> {
   const stream = await from.libp2p.dialProtocol(peerIdFromString(to.peerId), OVERLAY_PROTOCOL)
   const frames: Frame[] = []
