@@ -1,4 +1,5 @@
 import t from 'tap'
+import { registerMessage } from './sip-helpers.js'
 import { createSocket, type Socket } from 'node:dgram'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -8,21 +9,6 @@ import { defaultConfig, loadConfig, ConfigError, type SipringConfig } from '../s
 import { startDaemon, type Daemon } from '../src/run.js'
 import { cryptoRng, systemClock } from '../src/system.js'
 import { fetchJson, formatLookup, formatRing, main } from '../src/main.js'
-
-function registerMessage (user: string, host: string, port: number, localPort: number, callId: string, expires = 300): Buffer {
-  return Buffer.from([
-    `REGISTER sip:${host} SIP/2.0`,
-    `Via: SIP/2.0/UDP 127.0.0.1:${localPort};branch=z9hG4bK${callId};rport`,
-    'Max-Forwards: 70',
-    `From: <sip:${user}@${host}>;tag=${callId}`,
-    `To: <sip:${user}@${host}>`,
-    `Call-ID: ${callId}`,
-    'CSeq: 1 REGISTER',
-    `Contact: <sip:${user}@127.0.0.1:${localPort}>`,
-    `Expires: ${expires}`,
-    'Content-Length: 0', '', ''
-  ].join('\r\n'))
-}
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'sipring-overlay-'))
 

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { registerMessage } from './sip-helpers.js'
 import { createSocket, type Socket } from 'node:dgram'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -18,21 +19,6 @@ function deps (logger = new MemoryLogger(), extra: Partial<DaemonDeps> = {}): Da
   return { clock: systemClock, rng: cryptoRng, logger, ...extra }
 }
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'sipring-run-'))
-
-export function registerMessage (user: string, host: string, port: number, localPort: number, callId: string, expires = 300): Buffer {
-  return Buffer.from([
-    `REGISTER sip:${host}:${port} SIP/2.0`,
-    `Via: SIP/2.0/UDP 127.0.0.1:${localPort};branch=z9hG4bK${callId};rport`,
-    'Max-Forwards: 70',
-    `From: <sip:${user}@${host}>;tag=${callId}`,
-    `To: <sip:${user}@${host}>`,
-    `Call-ID: ${callId}`,
-    'CSeq: 1 REGISTER',
-    `Contact: <sip:${user}@127.0.0.1:${localPort}>`,
-    `Expires: ${expires}`,
-    'Content-Length: 0', '', ''
-  ].join('\r\n'))
-}
 
 /** Send one REGISTER over UDP and resolve with the status line of the answer. */
 async function register (port: number, user: string): Promise<string> {

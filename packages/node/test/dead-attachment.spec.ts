@@ -8,26 +8,11 @@ import t from 'tap'
 import type { Binding } from '@sipring/interface'
 import { directlyReachable } from '../src/index.js'
 import {
-  addNode, cluster, converged, crash, phone, registerAndWait, reply, request, requests, responses, run, send, settle, until,
+  crash, fourNodes, phone, registerAndWait, reply, request, requests, responses, run, send, settle, shutdown, until,
   type Cluster, type Phone
 } from './overlay-helpers.js'
 
-/** `OVERLAY_SEED=n` shifts the seed, as in overlay.spec.ts. */
-const SEED = Number(process.env.OVERLAY_SEED ?? 0)
 const N3 = { protocol: 'udp' as const, address: '10.0.0.3', port: 5060 }
-
-async function fourNodes (seed: number): Promise<Cluster> {
-  const c = cluster(seed + SEED * 100)
-  await addNode(c, 'n1')
-  for (const id of ['n2', 'n3', 'n4']) await addNode(c, id, ['n1'])
-  if (await until(c, () => converged(c), 30_000) < 0) throw new Error('cluster did not converge')
-  if (await until(c, () => [...c.nodes.values()].every(n => [...c.nodes.keys()].every(o => n.replication!.nodeRoute(o) !== undefined)), 5000) < 0) throw new Error('node records not learnt')
-  return c
-}
-
-async function shutdown (c: Cluster): Promise<void> {
-  for (const id of [...c.nodes.keys()]) await crash(c, id)
-}
 
 /** INVITE `aor` from `caller`; resolves with the final status (0 = none in time). */
 async function invite (c: Cluster, caller: Phone, aor: string): Promise<number> {

@@ -104,6 +104,29 @@ export async function crash (c: Cluster, id: PeerId): Promise<void> {
   c.nodes.delete(id)
 }
 
+/** Crash every node of the cluster. */
+export async function shutdown (c: Cluster): Promise<void> {
+  for (const id of [...c.nodes.keys()]) await crash(c, id)
+}
+
+/** `OVERLAY_SEED=n` shifts every test's seed (seeds 0–19 pass). */
+export const OVERLAY_SEED = Number(process.env.OVERLAY_SEED ?? 0)
+
+/**
+ * n1 … n4, n2–n4 joined through n1, converged; with `records` (default) also every node's SIP record
+ * (`node|<id>`) learnt by every node. `overlay(id)`: per-node overlay settings (e.g. a signer).
+ */
+export async function fourNodes (seed: number, opts: { overlay?: (id: PeerId) => Partial<SuperNodeOverlayInit>, records?: boolean } = {}): Promise<Cluster> {
+  const c = cluster(seed + OVERLAY_SEED * 100)
+  const extra = opts.overlay ?? (() => ({}))
+  await addNode(c, 'n1', [], extra('n1'))
+  for (const id of ['n2', 'n3', 'n4']) await addNode(c, id, ['n1'], extra(id))
+  if (await until(c, () => converged(c), 30_000) < 0) throw new Error('cluster did not converge')
+  // node| records are read on view changes (retried while a joiner's record is still being handed off)
+  if ((opts.records ?? true) && await until(c, () => [...c.nodes.values()].every(n => [...c.nodes.keys()].every(o => n.replication!.nodeRoute(o) !== undefined)), 5000) < 0) throw new Error('node records not learnt')
+  return c
+}
+
 // ---------------------------------------------------------------- user agents
 
 export interface Phone {

@@ -1,27 +1,13 @@
 import t from 'tap'
 import { aorKey } from '../src/index.js'
 import {
-  addNode, cluster, converged, crash, phone, register, registerAndWait, request, requests, responses, run, send, settle, until,
+  addNode, cluster, converged, crash, fourNodes, phone, register, registerAndWait, request, requests, responses, run, send, settle, shutdown, until,
   type Cluster, type Phone
 } from './overlay-helpers.js'
 
 const BOB = 'sip:bob@example.org'
 /** `OVERLAY_SEED=n` shifts every test's seed (seeds 0–19 pass). */
 const SEED = Number(process.env.OVERLAY_SEED ?? 0)
-
-async function fourNodes (seed: number): Promise<Cluster> {
-  const c = cluster(seed + SEED * 100)
-  await addNode(c, 'n1')
-  for (const id of ['n2', 'n3', 'n4']) await addNode(c, id, ['n1'])
-  if (await until(c, () => converged(c), 30_000) < 0) throw new Error('cluster did not converge')
-  // node| records are read on view changes (retried while a joiner's record is still being handed off)
-  if (await until(c, () => [...c.nodes.values()].every(n => [...c.nodes.keys()].every(o => n.replication!.nodeRoute(o) !== undefined)), 5000) < 0) throw new Error('node records not learnt')
-  return c
-}
-
-async function shutdown (c: Cluster): Promise<void> {
-  for (const id of [...c.nodes.keys()]) await crash(c, id)
-}
 
 /** Bob on TCP at node 1 behind NAT (his Contact is a private address nobody can reach), alice on UDP at node 4. */
 async function bobAndAlice (c: Cluster): Promise<{ bob: Phone, alice: Phone }> {

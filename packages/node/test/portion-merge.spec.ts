@@ -2,14 +2,13 @@ import t from 'tap'
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { aorKey, portionBytes, type AorValue, type PortionSigner, type ReplicaValue, type SignedPortion } from '../src/index.js'
 import type { ReplicatedStore } from '@sipring/overlay'
-import { addNode, cluster, converged, crash, phone, registerAndWait, run, settle, until, type Cluster } from './overlay-helpers.js'
+import { fourNodes as fourNodesOf, phone, registerAndWait, run, settle, shutdown, type Cluster } from './overlay-helpers.js'
 
 // Binding writes only from the attachment node, part 3: the replicas merge an AOR item portion by
 // portion (each node's portion with the higher [ms, seq] among validly signed ones), so an admitted
 // node writing the item without another node's portion cannot erase that node's bindings anywhere;
 // a node removes its own bindings only by its own signed empty portion (a portion tombstone).
 
-const SEED = Number(process.env.OVERLAY_SEED ?? 0)
 const BOB = 'sip:bob@example.org'
 const K = aorKey(BOB)
 
@@ -23,14 +22,8 @@ function hmacSigner (self: string): PortionSigner {
 }
 
 async function fourNodes (seed: number, signed: boolean): Promise<Cluster> {
-  const c = cluster(seed + SEED * 100)
-  const extra = (id: string): { signer?: PortionSigner } => signed ? { signer: hmacSigner(id) } : {}
-  await addNode(c, 'n1', [], extra('n1'))
-  for (const id of ['n2', 'n3', 'n4']) await addNode(c, id, ['n1'], extra(id))
-  if (await until(c, () => converged(c), 30_000) < 0) throw new Error('cluster did not converge')
-  return c
+  return await fourNodesOf(seed, { records: false, overlay: id => signed ? { signer: hmacSigner(id) } : {} })
 }
-async function shutdown (c: Cluster): Promise<void> { for (const id of [...c.nodes.keys()]) await crash(c, id) }
 const store = (c: Cluster, id: string): ReplicatedStore<ReplicaValue> => c.nodes.get(id)!.overlay!.store
 /** Bindings of `node`'s portion of bob's item in `holder`'s replica (undefined: no such portion). */
 const portionAt = (c: Cluster, holder: string, node: string): SignedPortion | undefined => ((store(c, holder).local(K)?.value as AorValue | undefined)?.nodes[node]) as SignedPortion | undefined

@@ -10,7 +10,7 @@ import { SimClock, SeededRng, SimNetwork, MemoryLogger } from '@sipring/testkit'
 import { SimOverlayHub, type PeerId } from '@sipring/overlay'
 import { aorKey } from '../src/index.js'
 import {
-  addNode, converged, crash, phone, register, responses, run, send, settle, until, type Cluster
+  addNode, converged, crash, phone, register, responses, run, send, settle, shutdown, until, type Cluster
 } from './overlay-helpers.js'
 
 const SEED = Number(process.env.OVERLAY_SEED ?? 0)
@@ -32,10 +32,6 @@ async function fourNodes (seed: number): Promise<Cluster> {
   for (const id of ['n2', 'n3', 'n4']) await addNode(c, id, ['n1'])
   if (await until(c, () => converged(c), 30_000) < 0) throw new Error('cluster did not converge')
   return c
-}
-
-async function shutdown (c: Cluster): Promise<void> {
-  for (const id of [...c.nodes.keys()]) await crash(c, id)
 }
 
 /** Owners of alice's item whose own replica holds her contact. */
