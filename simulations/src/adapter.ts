@@ -26,6 +26,8 @@ export interface SimNode<V = RegValue> {
   get (key: string, signal?: AbortSignal): Promise<V | undefined>
   /** This node's local replica of `key`, without network (for the oracle's checks). */
   local (key: string): V | undefined
+  /** Optional: the write sequence number `s` of the local replica of `key` (what the checkers compare), without decoding the whole value. */
+  localSeq? (key: string): number | undefined
   /** Number of live items stored locally (replicas counted). */
   localItems (): number
   /** Size of the node's current membership view. */
@@ -142,6 +144,15 @@ export class OverlayNodeAdapter implements SimNode<RegValue> {
   local (key: string): RegValue | undefined {
     const it = this.node.store.local(key)
     return it === undefined || it.deleted ? undefined : it.value
+  }
+
+  localSeq (key: string): number | undefined {
+    const json = this.node.store.localJson(key)
+    if (json === undefined) return undefined
+    // the value is JSON.stringify({ c, s }): `s` is the last field
+    const i = json.lastIndexOf('"s":')
+    const s = i < 0 ? NaN : Number(json.slice(i + 4, -1))
+    return Number.isFinite(s) ? s : (JSON.parse(json) as RegValue).s
   }
 
   localItems (): number { return this.node.store.getStats().items }

@@ -154,9 +154,10 @@ interface Client {
   /** Highest sequence number issued. */
   issued: number
   registered: boolean
+  /** The oracle: highest acknowledged sequence number (0: none) and when that registration expires. */
+  seq: number
+  expires: number
 }
-
-interface OracleEntry { seq: number, expires: number }
 
 interface Win {
   joins: number, leaves: number, crashes: number, puts: number, putsOk: number,
@@ -205,6 +206,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
         replicas: s.overlay.replicas, writeQuorum: s.overlay.writeQuorum, readQuorum: s.overlay.readQuorum,
         requestTimeout: s.overlay.requestTimeout, antiEntropyInterval: s.overlay.antiEntropyInterval,
         maxTtl: Math.max(s.workload.expires, 1000),
+        cachePositions: true,
         ...(s.digestBuckets !== undefined ? { digestBuckets: s.digestBuckets } : {})
       }
     }
@@ -345,9 +347,10 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   // ------------------------------------------------------------ workload and oracle
 
   const W = s.workload
-  const clients: Client[] = Array.from({ length: W.clients }, (_, i) => ({ key: `sip:u${i}@sim.sipring`, issued: 0, registered: false }))
+  const clients: Client[] = Array.from({ length: W.clients }, (_, i) => ({ key: `sip:u${i}@sim.sipring`, issued: 0, registered: false, seq: 0, expires: 0 }))
   const registered: number[] = []
-  const oracle = new Map<string, OracleEntry>()
+  /** The oracle's entry of a workload key (`sip:u<i>@sim.sipring`). */
+  const clientOf = (key: string): Client | undefined => clients[Number(key.slice(5, key.indexOf('@')))]
   const totalsW = { puts: 0, putsOk: 0 }
 
   const withTimeout = <T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> => {
@@ -367,8 +370,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     w.puts++; totalsW.puts++
     withTimeout(W.registerTimeout, signal => node.put(c.key, value, W.expires, signal)).then(() => {
       w.putsOk++; totalsW.putsOk++
-      const cur = oracle.get(c.key)
-      if (cur === undefined || cur.seq < seq) oracle.set(c.key, { seq, expires: started + W.expires })
+      if (c.seq < seq) { c.seq = seq; c.expires = started + W.expires }
       if (!c.registered) { c.registered = true; registered.push(ci) }
       const refresh = W.expires / 2 * (1 + W.refreshJitter * (2 * workRng.next() - 1))
       at(started + refresh, () => { register(ci) })
@@ -382,16 +384,16 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     if (registered.length === 0) return
     const ci = registered[workRng.int(registered.length)]!
     const c = clients[ci]!
-    const expect = oracle.get(c.key)
+    const expectSeq = c.seq
     const node = pickUp(workRng)
     const w = win
-    if (expect === undefined || expect.expires <= rel()) return // nothing acknowledged is live: not a valid lookup
+    if (c.seq === 0 || c.expires <= rel()) return // nothing acknowledged is live: not a valid lookup
     w.lookups++
     if (node === undefined) { w.latencies.push(W.lookupTimeout); return }
     const started = rel()
     withTimeout(W.lookupTimeout, signal => node.get(c.key, signal)).then(v => {
       if (v !== undefined && v.s > c.issued) violation(`lookup of ${c.key} returned seq ${v.s} never written`)
-      if (v !== undefined && v.s >= expect.seq) { w.lookupsOk++; w.latencies.push(rel() - started) } else w.latencies.push(W.lookupTimeout)
+      if (v !== undefined && v.s >= expectSeq) { w.lookupsOk++; w.latencies.push(rel() - started) } else w.latencies.push(W.lookupTimeout)
     }, err => {
       unexpected(`lookup ${c.key}`, err)
       w.latencies.push(W.lookupTimeout)
@@ -410,30 +412,50 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   // ------------------------------------------------------------ sampling
 
   let oracleRing: Ring | undefined
+  /** The write sequence number of node `id`'s local replica of `key`. */
+  const seqAt = (id: string, key: string): number | undefined => {
+    const n = hosts.get(id)?.node
+    return n === undefined ? undefined : n.localSeq !== undefined ? n.localSeq(key) : n.local(key)?.s
+  }
   const lostSeen = new Set<string>()
+  /** Client indices in the ring order of their store keys (the sample walks the ring once, in order). */
+  let ringOrder: Uint32Array | undefined
+  const inRingOrder = (): Uint32Array => {
+    if (ringOrder !== undefined) return ringOrder
+    const pos = new BigUint64Array(clients.length)
+    for (let i = 0; i < clients.length; i++) pos[i] = hasher.hash64(storeKey(clients[i]!.key))
+    const idx = Array.from({ length: clients.length }, (_, i) => i)
+    idx.sort((a, b) => pos[a]! < pos[b]! ? -1 : pos[a]! > pos[b]! ? 1 : a - b)
+    ringOrder = Uint32Array.from(idx)
+    ringPos = BigUint64Array.from(idx, i => pos[i]!)
+    return ringOrder
+  }
+  let ringPos: BigUint64Array = new BigUint64Array(0)
   const sample = (): { liveKeys: number, availability: number, anyOwner: number, replication: number, losses: number, loadMax: number, loadMean: number, loadCv: number } => {
     const now = rel()
     const R = s.overlay.replicas
     const safe = R - s.overlay.readQuorum + 1
     oracleRing = truth
     let liveKeys = 0; let avail = 0; let any = 0; let repl = 0; let losses = 0
-    for (const ci of registered) {
-      const c = clients[ci]!
-      const e = oracle.get(c.key)
-      if (e === undefined || e.expires <= now) continue
+    const order = inRingOrder()
+    const ownersAt = truth.sweep(R)
+    for (let j = 0; j < order.length; j++) {
+      const c = clients[order[j]!]!
+      if (c.seq === 0 || c.expires <= now) continue
+      const e = c
       liveKeys++
-      const owners = oracleRing.size === 0 ? [] : oracleRing.owners(storeKey(c.key), R)
+      const owners = ownersAt(ringPos[j]!)
       let holders = 0
       for (const o of owners) {
-        const v = hosts.get(o)?.node?.local(c.key)
-        if (v !== undefined && v.s >= e.seq) holders++
+        const v = seqAt(o, c.key)
+        if (v !== undefined && v >= e.seq) holders++
       }
       if (holders >= Math.min(safe, owners.length) && owners.length > 0) avail++
       if (holders > 0) any++
       repl += owners.length === 0 ? 0 : holders / Math.min(R, owners.length)
       const tag = holders === 0 ? `${c.key}#${e.seq}` : ''
       if (holders === 0 && !lostSeen.has(tag)) {
-        const holds = (id: string): boolean => { const v = hosts.get(id)?.node?.local(c.key); return v !== undefined && v.s >= e.seq }
+        const holds = (id: string): boolean => { const v = seqAt(id, c.key); return v !== undefined && v >= e.seq }
         let somewhere = false
         // a node that is leaving still holds (and is handing over) its items: not lost yet
         for (const id of leaving) if (holds(id)) { somewhere = true; break }
@@ -474,9 +496,9 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     ? new RepairTracker({
       now: rel,
       ring: () => (oracleRing = truth),
-      holds: (id, key, seq) => { const v = hosts.get(id)?.node?.local(key); return v !== undefined && v.s >= seq },
-      current: key => { const e = oracle.get(key); return e === undefined || e.expires <= rel() ? undefined : e.seq },
-      liveKeys: function * () { for (const ci of registered) { const k = clients[ci]!.key; if ((oracle.get(k)?.expires ?? 0) > rel()) yield k } },
+      holds: (id, key, seq) => { const v = seqAt(id, key); return v !== undefined && v >= seq },
+      current: key => { const c = clientOf(key); return c === undefined || c.seq === 0 || c.expires <= rel() ? undefined : c.seq },
+      liveKeys: function * () { for (const ci of registered) { const c = clients[ci]!; if (c.seq > 0 && c.expires > rel()) yield c.key } },
       storeKey
     }, { replicas: s.overlay.replicas, probe: s.repairProbe, from: s.warmup })
     : undefined

@@ -14,7 +14,7 @@
  */
 import type { AbortOptions, Clock, Rng, Timer } from '@sipring/interface'
 import {
-  LiveRing, OverlayError, Ring, TypedEmitter, type RingHandle, type Hasher, type MemberState, type MembershipEvents,
+  LiveRing, OverlayError, Ring, RingMinus, RingPlus, TypedEmitter, type RingArc, type RingHandle, type Hasher, type MemberState, type MembershipEvents,
   type MembershipService, type PeerId
 } from '@sipring/overlay'
 import type { Distribution } from './churn.js'
@@ -146,11 +146,11 @@ export class MembershipOracle {
     if (this.nodes.get(id) !== m) return
     if (!this.ring.has(id) || this.removals.has(id)) {
       // nobody knows it yet (join still spreading): just hand what it holds to the live ring
-      if (!m.pinnable()) m.usePrivate(this.ring.snapshot())
+      if (!m.pinnable()) m.usePrivate(this.ring.handle())
       return
     }
     this.stats.leaves++
-    m.usePrivate(this.ring.snapshotWithout(id))
+    m.usePrivate(this.ring.minus(id))
     const d = this.delays.leaveSpread.sample(this.rng)
     this.removals.set(id, this.clock.setTimer(d, () => {
       this.removals.delete(id)
@@ -182,16 +182,22 @@ export class MembershipOracle {
    */
   private change (id: PeerId, op: 'add' | 'remove', spread: Distribution | undefined, crowd: number, self: OracleMembership | undefined): void {
     const affected = spread === undefined ? [] : this.ring.affectedBy(id, this.R).filter(a => this.hasData(a))
-    let snap: Ring | undefined
+    // where owner sets change (computed on the ring holding `id`: before a remove, after an add)
+    let arcs: readonly RingArc[] | undefined = op === 'remove' && affected.length > 0 ? this.ring.changedArcs(id, this.R) : undefined
+    // the ring as the affected members still see it: the live ring with this change undone (a view
+    // that copies nothing and follows every other change, which does not move their items)
+    let before: Ring | undefined
     for (const a of affected) {
       const n = this.nodes.get(a)
       if (n === undefined || n.status !== 'running') continue
-      snap ??= this.ring.snapshot()
-      // a member still behind on an earlier change learns everything before this one now (so its view
-      // lags by one change at most, as a SWIM member hears gossip continuously), with a handoff
-      if (n.pinnable()) n.pin(snap); else n.usePrivate(snap)
+      before ??= op === 'add' ? new RingMinus(this.ring, id) : new RingPlus(this.ring, id)
+      // a member still behind on an earlier change learns it now (so its view lags by one change at
+      // most, as a SWIM member hears gossip continuously), with a handoff; one that was up to date
+      // just keeps serving (its handoff is told nothing changed)
+      n.usePrivate(before, true)
     }
     if (op === 'add') this.ring.add(id); else this.ring.remove(id)
+    if (op === 'add' && affected.length > 0) arcs = this.ring.changedArcs(id, this.R)
     this.stats.changes++
     if (self !== undefined && self.status === 'running') self.follow(this.ring)
     if (spread === undefined) return
@@ -200,6 +206,7 @@ export class MembershipOracle {
       const n = this.nodes.get(a)
       if (n === undefined || n.status !== 'running') continue
       this.stats.notices++
+      n.changedBy(arcs)
       const at = now + Math.max(0, spread.sample(this.rng) - crowd)
       this.pending.get(a)?.timer.cancel()
       this.pending.set(a, {
@@ -232,10 +239,26 @@ export class OracleMembership extends TypedEmitter<MembershipEvents> implements 
   private current: Ring | undefined
   /** Before joining: a one-member ring of this process. */
   private alone: Ring | undefined
+  /**
+   * Arcs of the changes since the ring installed last that this member was told of (undefined: not
+   * tracked — a private view — so its next switch walks every item). A change it is not told of
+   * does not change the owners of anything it owns (see MembershipOracle.change).
+   */
+  private since: RingArc[] | undefined
+  /** The hint for the `view:change` being emitted (taken by OverlayNode). */
+  private hint: readonly RingArc[] | undefined
 
   constructor (private readonly oracle: MembershipOracle, readonly self: PeerId) { super() }
 
   ring (): Ring | undefined { return this.current ?? this.alone }
+
+  takeRingHint (): readonly RingArc[] | undefined { const h = this.hint; this.hint = undefined; return h }
+
+  /** @internal a change this member was told of: its arcs count for its next switch. */
+  changedBy (arcs: readonly RingArc[] | undefined): void {
+    if (this.since === undefined) return
+    if (arcs === undefined) this.since = undefined; else for (const a of arcs) this.since.push(a)
+  }
 
   view (): PeerId[] { return [...(this.ring()?.members ?? [this.self])] }
 
@@ -270,17 +293,22 @@ export class OracleMembership extends TypedEmitter<MembershipEvents> implements 
     this.oracle.forget(this)
   }
 
-  /** @internal can this member's handle be pinned (it follows the live ring)? */
+  /** @internal does this member follow the live ring (up to date on every change)? */
   pinnable (): boolean { return this.handle !== undefined && this.handle.follows(this.oracle.ring) }
 
-  /** @internal keep showing the ring as it was before a change this process has not learnt of yet. */
-  pin (snapshot: Ring): void { this.handle?.follow(snapshot) }
-
-  /** @internal a view of its own (a joiner before the others know it, a leaver): the store hands off to it. */
-  usePrivate (ring: Ring): void {
+  /**
+   * @internal a view of its own (a joiner before the others know it, a leaver, a member that has not
+   * learnt of a change yet): the store hands off to it. `tracked`: `ring` is the live ring with one
+   * change undone, so the changes this member is told of from here on describe its next switch (and
+   * what it was told of so far, nothing when it followed the live ring, describes this one).
+   */
+  usePrivate (ring: Ring, tracked = false): void {
     this.handle = undefined
     this.current = ring
+    this.hint = tracked ? this.since : undefined
+    this.since = tracked ? [] : undefined
     this.emit('view:change', [])
+    this.hint = undefined
   }
 
   /** @internal learnt of every change so far: a fresh handle on the live ring (the store hands off old → new). */
@@ -288,6 +316,9 @@ export class OracleMembership extends TypedEmitter<MembershipEvents> implements 
     if (this.handle !== undefined && this.handle.follows(live)) return
     this.handle = live.handle()
     this.current = this.handle
+    this.hint = this.since
+    this.since = []
     this.emit('view:change', [])
+    this.hint = undefined
   }
 }

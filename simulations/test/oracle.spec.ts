@@ -55,7 +55,8 @@ t.test('oracle: a crash is invisible until detection; then only the ring neighbo
     const id = `n${i}`
     const m = oracle.member(id)
     ms.set(id, m); up.add(id); changes.set(id, 0)
-    m.on('view:change', () => { changes.set(id, changes.get(id)! + 1) })
+    // a view change that may move items (a switch told that nothing changed is the member keeping the ring it had)
+    m.on('view:change', () => { const h = m.takeRingHint(); if (h === undefined || h.length > 0) changes.set(id, changes.get(id)! + 1) })
     await m.start()
     if (i > 0) { const p = m.join(['n0']); clock.advance(20); await p }
   }

@@ -3,7 +3,7 @@ import { TypedEmitter } from './events.js'
 import {
   OverlayError, type MemberStatus, type MemberUpdate, type OverlayMessage, type OverlayNetwork, type PeerId
 } from './network.js'
-import type { Ring } from './ring.js'
+import type { Ring, RingArc } from './ring.js'
 
 export interface MembershipComponents {
   clock: Clock
@@ -81,6 +81,12 @@ export interface MembershipService {
    * instead of building a ring from `view()`.
    */
   ring?: () => Ring | undefined
+  /**
+   * Optional, with `ring()`: what changed since the ring installed before, taken once per
+   * `view:change` — arcs outside which both rings have the same owners (see {@link Ring.changedArcs}),
+   * or undefined when unknown (the store then checks every item).
+   */
+  takeRingHint?: () => readonly RingArc[] | undefined
 }
 
 interface Gossip { update: MemberUpdate, transmits: number }

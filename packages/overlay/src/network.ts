@@ -103,6 +103,12 @@ export interface OverlayNetwork {
   send (to: PeerId, msg: OverlayMessage, opts?: SendOptions): Promise<OverlayMessage>
   /** Register a handler; returns a function that unregisters it. */
   onRequest (handler: RequestHandler): () => void
+  /**
+   * Optional: run `fn` once the events of the current event-loop turn are handled (a real network:
+   * after its I/O callbacks, e.g. `setImmediate`). The store batches the routed writes and reads made
+   * until then into one message per owner. Absent: at the end of the current microtask round.
+   */
+  defer? (fn: () => void): void
 }
 
 export class OverlayError extends Error {

@@ -57,9 +57,10 @@ export class OverlayNode<V, M extends MembershipService = Membership> implements
   /** Install the ring the injected membership provides (it models the delays itself). */
   private adoptRing (): void {
     const ring = this.membership.ring?.()
+    const changed = this.membership.takeRingHint?.()
     if (ring === undefined || ring === this.current || ring.size === 0) return
     this.current = ring
-    this.store.setRing(ring)
+    this.store.setRing(ring, { changed })
   }
 
   get self (): PeerId { return this.membership.self }

@@ -27,6 +27,12 @@ export interface RingRange {
   owners: PeerId[]
 }
 
+/** Half-open clockwise arc `(start, end]` of positions; `start === end` means the whole ring. */
+export interface RingArc {
+  start: bigint
+  end: bigint
+}
+
 export interface RingInit {
   /** Virtual nodes (tokens) per member. */
   vnodes?: number
@@ -110,6 +116,15 @@ function capFor (n: number): number {
   return c
 }
 
+/**
+ * A chunk's storage: positions and owner slots in one ArrayBuffer (one backing-store allocation per
+ * chunk; a copy is one `slice`).
+ */
+function newChunk (cap: number, n: number, gen: number): Chunk {
+  const buf = new ArrayBuffer(cap * 12)
+  return { pos: new BigUint64Array(buf, 0, cap), own: new Uint32Array(buf, cap * 8, cap), n, gen }
+}
+
 /** Position of a token: (chunk index, index in chunk). */
 interface Cursor { c: number, i: number }
 
@@ -146,7 +161,7 @@ export class RingData {
     for (let k = 0; k < pos.length; k += CHUNK_FILL) {
       const n = Math.min(CHUNK_FILL, pos.length - k)
       const cap = pos.length <= CHUNK_FILL ? capFor(n) : CHUNK_CAP
-      const c: Chunk = { pos: new BigUint64Array(cap), own: new Uint32Array(cap), n, gen: this.gen }
+      const c = newChunk(cap, n, this.gen)
       c.pos.set(pos.subarray(k, k + n)); c.own.set(own.subarray(k, k + n))
       this.chunks.push(c); this.last.push(c.pos[n - 1]!)
     }
@@ -190,16 +205,23 @@ export class RingData {
     if (want === 0) return out
     const names = this.table.names
     if (want > SCRATCH.length) return this.walk(from, r).map(s => names[s]!)
+    const k = this.scan(from, want)
+    for (let q = 0; q < k; q++) out.push(names[SCRATCH[q]!]!)
+    return out
+  }
+
+  /** The first `want` (≤ SCRATCH.length) distinct owner slots clockwise from `from`, into SCRATCH; returns how many. */
+  private scan (from: Cursor, want: number): number {
     let c = from.c; let i = from.i; let k = 0
     let ch = this.chunks[c]!
     for (let j = 0; j < this.tokenCount && k < want; j++) {
       const o = ch.own[i]!
       let dup = false
       for (let q = 0; q < k; q++) if (SCRATCH[q] === o) { dup = true; break }
-      if (!dup) { SCRATCH[k++] = o; out.push(names[o]!) }
+      if (!dup) SCRATCH[k++] = o
       if (++i >= ch.n) { i = 0; c = c + 1 === this.chunks.length ? 0 : c + 1; ch = this.chunks[c]! }
     }
-    return out
+    return k
   }
 
   /** Distinct owner slots met walking clockwise from `from` (at most min(r, size)). */
@@ -214,6 +236,13 @@ export class RingData {
       this.next(x)
     }
     return out
+  }
+
+  /** Add to `out` the distinct owner slots met walking clockwise from `from` (at most min(r, size)); allocates nothing. */
+  walkInto (from: Cursor, r: number, out: Set<number>): void {
+    if (r > SCRATCH.length) { for (const m of this.walk(from, r)) out.add(m); return }
+    const k = this.chunks.length === 0 ? 0 : this.scan(from, Math.min(r, this.size))
+    for (let q = 0; q < k; q++) out.add(SCRATCH[q]!)
   }
 
   /** Does the ring hold member slot `s`? (its first token is present) */
@@ -235,8 +264,8 @@ export class RingData {
     const ch = this.chunks[c]!
     if (ch.gen === this.gen) return ch
     const cap = ch.pos.length
-    const copy: Chunk = { pos: new BigUint64Array(cap), own: new Uint32Array(cap), n: ch.n, gen: this.gen }
-    copy.pos.set(ch.pos.subarray(0, ch.n)); copy.own.set(ch.own.subarray(0, ch.n))
+    const buf = (ch.pos.buffer as ArrayBuffer).slice(0)
+    const copy: Chunk = { pos: new BigUint64Array(buf, 0, cap), own: new Uint32Array(buf, cap * 8, cap), n: ch.n, gen: this.gen }
     this.chunks[c] = copy
     return copy
   }
@@ -249,7 +278,7 @@ export class RingData {
   insertToken (p: bigint, s: number): void {
     this.tokenCount++
     if (this.chunks.length === 0) {
-      const ch: Chunk = { pos: new BigUint64Array(16), own: new Uint32Array(16), n: 1, gen: this.gen }
+      const ch = newChunk(16, 1, this.gen)
       ch.pos[0] = p; ch.own[0] = s
       this.chunks.push(ch); this.last.push(p)
       return
@@ -260,13 +289,13 @@ export class RingData {
     if (ch.n === ch.pos.length && ch.n < CHUNK_CAP) {
       // a small ring's chunk grows (doubling) up to the chunk size
       const cap = Math.min(CHUNK_CAP, ch.n * 2)
-      const pos = new BigUint64Array(cap); const own = new Uint32Array(cap)
-      pos.set(ch.pos.subarray(0, ch.n)); own.set(ch.own.subarray(0, ch.n))
-      ch.pos = pos; ch.own = own
+      const grown = newChunk(cap, ch.n, ch.gen)
+      grown.pos.set(ch.pos.subarray(0, ch.n)); grown.own.set(ch.own.subarray(0, ch.n))
+      ch.pos = grown.pos; ch.own = grown.own
     }
     if (ch.n === CHUNK_CAP) {
       const half = CHUNK_CAP >>> 1
-      const right: Chunk = { pos: new BigUint64Array(CHUNK_CAP), own: new Uint32Array(CHUNK_CAP), n: ch.n - half, gen: this.gen }
+      const right = newChunk(CHUNK_CAP, ch.n - half, this.gen)
       right.pos.set(ch.pos.subarray(half, ch.n)); right.own.set(ch.own.subarray(half, ch.n))
       ch.n = half
       this.chunks.splice(c + 1, 0, right); this.last.splice(c + 1, 0, right.pos[right.n - 1]!)
@@ -446,6 +475,44 @@ export class Ring {
     return x === undefined ? [] : this._d.walkNames(x, r)
   }
 
+  /**
+   * Owners of many positions visited in ascending order (a checker's pass over keys sorted by ring
+   * position): walks the token array forward instead of searching it for each position, so the pass
+   * reads the ring (and the owners' data) in order. Call the returned function with non-decreasing
+   * positions (a smaller one starts over with a search); the array it returns is shared between
+   * calls with the same successor token and must not be modified. The ring must not change meanwhile.
+   */
+  sweep (r: number): (pos: bigint) => readonly PeerId[] {
+    if (!Number.isInteger(r) || r < 1) throw new RangeError(`replication factor must be a positive integer, got ${r}`)
+    const d = this._d
+    let cur: Cursor | undefined
+    /** Position of the token under `cur`; RING_SIZE once positions wrapped past the last token. */
+    let tok = 0n
+    let prev = 0n
+    let owners: PeerId[] = []
+    const seek = (pos: bigint): void => {
+      cur = d.successor(pos)!
+      const p = d.posAt(cur)
+      tok = p >= pos ? p : RING_SIZE // past the last token: the first token owns it, and every larger position
+      owners = d.walkNames(cur, r)
+    }
+    return (pos: bigint): readonly PeerId[] => {
+      if (d.tokenCount === 0) return []
+      if (cur === undefined || pos < prev) { prev = pos; seek(pos); return owners }
+      prev = pos
+      if (pos <= tok) return owners
+      // a few steps forward, else search
+      for (let k = 0; k < 8; k++) {
+        if (cur.c === d.chunks.length - 1 && cur.i === d.chunks[cur.c]!.n - 1) { seek(pos); return owners }
+        d.next(cur)
+        const p = d.posAt(cur)
+        if (p >= pos) { tok = p; owners = d.walkNames(cur, r); return owners }
+      }
+      seek(pos)
+      return owners
+    }
+  }
+
   /** Every arc of the ring with its R owners (one arc per token). */
   ranges (r: number): RingRange[] {
     const d = this._d
@@ -471,19 +538,20 @@ export class Ring {
     const o = d.table.slots.get(member)
     if (o === undefined || !d.hasSlot(o)) return []
     const out = new Set<number>()
+    const distinct: number[] = []
     for (const tp of d.table.tokensOf(o)) {
       // this member's token j (first match of its position and owner)
       const j = d.successor(tp)!
       for (let k = 0; k < d.tokenCount && !(d.posAt(j) === tp && d.ownerAt(j) === o); k++) d.next(j)
       // the range ending at token k holds `member` iff tokens k..j carry at most r distinct owners
-      const distinct: number[] = [o]
-      const k = { c: j.c, i: j.i }
+      distinct.length = 0; distinct.push(o)
+      const k = j
       for (let steps = 0; steps < d.tokenCount; steps++, d.prev(k)) {
         const prev = d.ownerAt(k)
         if (steps > 0 && prev === o) break
         if (!distinct.includes(prev)) distinct.push(prev)
         if (distinct.length > r) break
-        for (const m of d.walk(k, r)) out.add(m)
+        d.walkInto(k, r, out)
       }
     }
     out.delete(o)
@@ -521,6 +589,38 @@ export class Ring {
     return this.names([...out]).sort()
   }
 
+  /**
+   * The arcs in which adding or removing `member` changes the owner set (at replication factor `r`):
+   * for each of its tokens t, `(u, t]` where u is the token, walking counter-clockwise from t, of the
+   * r-th distinct other member. Outside these arcs `ownersAt` is the same with and without `member`,
+   * so a store told of them (`setRing(ring, { changed })`) walks only the items inside. Computed on a
+   * ring that holds `member` (after an add, before a remove); one arc `(t, t]` (the whole ring) when
+   * fewer than r other members exist. Empty when `member` is not in this ring.
+   */
+  changedArcs (member: PeerId, r: number): RingArc[] {
+    const d = this._d
+    const s = d.table.slots.get(member)
+    if (s === undefined || !d.hasSlot(s)) return []
+    const toks = d.table.tokensOf(s)
+    if (d.size - 1 < r) return [{ start: toks[0]!, end: toks[0]! }]
+    const out: RingArc[] = []
+    const seen: number[] = []
+    for (const tp of toks) {
+      const x = d.successor(tp)!
+      // counter-clockwise from the token before t until the r-th distinct other owner
+      d.prev(x)
+      seen.length = 0
+      for (let k = 0; k < d.tokenCount; k++, d.prev(x)) {
+        const o = d.ownerAt(x)
+        if (o === s || seen.includes(o)) continue
+        seen.push(o)
+        if (seen.length === r) break
+      }
+      out.push({ start: d.posAt(x), end: tp })
+    }
+    return out
+  }
+
   /** Fraction of the key space every member stores, replicas counted. */
   loadStats (r: number): LoadStats {
     const memberList = this.members
@@ -549,10 +649,12 @@ export class LiveRing extends Ring {
     super(hasher, [], init, tokens)
   }
 
+  /** Changes so far (views cache their copies per version). */
+  version = 0
   /** Add a member; false when it was already there. */
-  add (m: PeerId): boolean { return this._d.addMember(m) }
+  add (m: PeerId): boolean { this.version++; return this._d.addMember(m) }
   /** Remove a member; false when it was not there. */
-  remove (m: PeerId): boolean { return this._d.removeMember(m) }
+  remove (m: PeerId): boolean { this.version++; return this._d.removeMember(m) }
 
   override with (m: PeerId): Ring { return this.snapshot().with(m) }
   override without (m: PeerId): Ring { return this.snapshot().without(m) }
@@ -573,8 +675,45 @@ export class LiveRing extends Ring {
    */
   plus (m: PeerId): Ring { return this.has(m) ? this.handle() : new RingPlus(this, m) }
 
+  /**
+   * A view of this live ring without `m`, copying nothing: follows every later change (see
+   * {@link RingMinus}). A member that has not learnt of `m`'s join yet.
+   */
+  minus (m: PeerId): Ring { return new RingMinus(this, m) }
+
   /** A handle following this live ring (see {@link RingHandle}). */
   handle (): RingHandle { return new RingHandle(this) }
+}
+
+/**
+ * A view of a {@link LiveRing} that differs from it by one member and follows its changes: lookups
+ * are computed on the fly by the subclass; the rarely used whole-ring queries work on a copy made
+ * once per change of the live ring.
+ */
+abstract class LiveView extends Ring {
+  private cached: { version: number, ring: Ring } | undefined
+  constructor (protected readonly live: LiveRing) {
+    super(live.hasher, [], { vnodes: live.vnodes })
+    this._d = live._d
+  }
+
+  /** A copy of the view as it is now. */
+  protected abstract copy (): Ring
+
+  protected materialize (): Ring {
+    if (this.cached?.version !== this.live.version) this.cached = { version: this.live.version, ring: this.copy() }
+    return this.cached.ring
+  }
+
+  override ranges (r: number): RingRange[] { return this.materialize().ranges(r) }
+  override replicaPeers (member: PeerId, r: number): PeerId[] { return this.materialize().replicaPeers(member, r) }
+  override affectedBy (member: PeerId, r: number): PeerId[] { return this.materialize().affectedBy(member, r) }
+  override changedArcs (member: PeerId, r: number): RingArc[] { return this.materialize().changedArcs(member, r) }
+  override sweep (r: number): (pos: bigint) => readonly PeerId[] { return this.materialize().sweep(r) }
+  override with (m: PeerId): Ring { return this.materialize().with(m) }
+  override without (m: PeerId): Ring { return this.materialize().without(m) }
+  override derive (members: Iterable<PeerId>, tokens?: TokenSource): Ring { return this.materialize().derive(members, tokens) }
+  override snapshot (): Ring { return this.materialize() }
 }
 
 /**
@@ -582,15 +721,14 @@ export class LiveRing extends Ring {
  * merge the member's tokens into the live ring's walk on the fly; the rarely used whole-ring queries
  * (ranges, replicaPeers, members, ...) work on a copy made for the call.
  */
-export class RingPlus extends Ring {
+export class RingPlus extends LiveView {
   private readonly toks: bigint[]
-  constructor (private readonly live: LiveRing, readonly extra: PeerId) {
-    super(live.hasher, [], { vnodes: live.vnodes })
-    this._d = live._d
+  constructor (live: LiveRing, readonly extra: PeerId) {
+    super(live)
     this.toks = [...memberTokens(live.hasher, extra, live.vnodes)].sort((a, b) => a < b ? -1 : a > b ? 1 : 0)
   }
 
-  private materialize (): Ring { return this.live.snapshotWith(this.extra) }
+  protected copy (): Ring { return this.merged ? this.live.snapshotWith(this.extra) : this.live.snapshot() }
   private get merged (): boolean { return !this.live.has(this.extra) }
 
   override get size (): number { return this._d.size + (this.merged ? 1 : 0) }
@@ -624,13 +762,45 @@ export class RingPlus extends Ring {
     return out.slice(0, r)
   }
 
-  override ranges (r: number): RingRange[] { return this.materialize().ranges(r) }
-  override replicaPeers (member: PeerId, r: number): PeerId[] { return this.materialize().replicaPeers(member, r) }
-  override affectedBy (member: PeerId, r: number): PeerId[] { return this.materialize().affectedBy(member, r) }
-  override with (m: PeerId): Ring { return this.materialize().with(m) }
-  override without (m: PeerId): Ring { return this.materialize().without(m) }
-  override derive (members: Iterable<PeerId>, tokens?: TokenSource): Ring { return this.materialize().derive(members, tokens) }
-  override snapshot (): Ring { return this.materialize() }
+}
+
+/**
+ * A live ring without one of its members: lookups (`ownersAt`, `owners`, `has`, `size`) skip the
+ * member's tokens on the fly (while it is in the live ring; after it left, the view equals the live
+ * ring); the rarely used whole-ring queries work on a copy made once for the view.
+ */
+export class RingMinus extends LiveView {
+  constructor (live: LiveRing, readonly missing: PeerId) { super(live) }
+
+  private slot (): number | undefined {
+    const s = this._d.table.slots.get(this.missing)
+    return s !== undefined && this._d.hasSlot(s) ? s : undefined
+  }
+
+  protected copy (): Ring { return this.live.has(this.missing) ? this.live.snapshotWithout(this.missing) : this.live.snapshot() }
+
+  override get size (): number { return this._d.size - (this.live.has(this.missing) ? 1 : 0) }
+  override get members (): readonly PeerId[] { return this.live.has(this.missing) ? this.materialize().members : this._d.members() }
+  override has (m: PeerId): boolean { return m !== this.missing && this.live.has(m) }
+
+  override ownersAt (pos: bigint, r: number): PeerId[] {
+    const s = this.slot()
+    if (s === undefined) return super.ownersAt(pos, r)
+    if (!Number.isInteger(r) || r < 1) throw new RangeError(`replication factor must be a positive integer, got ${r}`)
+    const d = this._d
+    const out: PeerId[] = []
+    const want = Math.min(r, d.size - 1)
+    const x = d.successor(pos)
+    if (x === undefined || want <= 0) return out
+    const seen: number[] = []
+    for (let k = 0; k < d.tokenCount && seen.length < want; k++, d.next(x)) {
+      const o = d.ownerAt(x)
+      if (o === s || seen.includes(o)) continue
+      seen.push(o); out.push(d.table.names[o]!)
+    }
+    return out
+  }
+
 }
 
 /**

@@ -5,7 +5,7 @@ import {
   MAX_HOPS, OverlayAbortError, OverlayError, QuorumError,
   type OverlayMessage, type OverlayNetwork, type PeerId, type Version, type WireItem
 } from './network.js'
-import type { Hasher, Ring } from './ring.js'
+import type { Hasher, Ring, RingArc } from './ring.js'
 
 // ---------------------------------------------------------------- merge rules (pure)
 
@@ -93,6 +93,12 @@ export interface StoreComponents {
 }
 
 export interface StoreInit {
+  /**
+   * Memoize each stored entry's ring position (weakly, per entry) for the handoff and anti-entropy
+   * walks. Saves hashing every key again at each walk, costs ≈ 60–80 B per entry walked. Default
+   * false (a daemon walks rarely and counts bytes per binding); the simulator turns it on.
+   */
+  cachePositions?: boolean
   /** Replicas per item (R). Default 3. */
   replicas?: number
   /** Acks needed for a write (W). Default 2. */
@@ -136,6 +142,14 @@ export interface StoreInit {
    * ms, doubling, at most this many times while the ring is unchanged. Default 5.
    */
   maxHandoffRetries?: number
+  /**
+   * Db writes are coalesced for this long (ms) into one `db.batch` (one operation per key, the latest
+   * state): a batch costs ≈ 6 µs of CPU plus ≈ 2–3 µs per operation with classic-level, so batches of a
+   * few operations cost 2–3× as much per write. A crash loses at most this long of replica writes (the
+   * other replicas and read repair still hold them); `flush()`/`stop()` write them at once. 0: at the
+   * end of the microtask round. Default 5 (as the location store's `writeDelayMs`).
+   */
+  persistDelay?: number
   /**
    * Value-merge hooks per key prefix (also `store.setMerge`). For a key under such a prefix, two live
    * values meeting anywhere (a write at a replica, read answers, read repair, handoff, anti-entropy)
@@ -218,6 +232,39 @@ function valueJson (it: WireItem): string | undefined {
 function flat (s: string | undefined): string | undefined {
   if (s !== undefined) s.charCodeAt(0)
   return s
+}
+
+/**
+ * A routed write waiting for its write quorum: the distinct owners that stored it (in their own
+ * views; a forwarded answer names several, a non-owner's none) and the remote owners not answered yet.
+ */
+class PendingWrite {
+  private readonly acked: PeerId[] = []
+  pending = 0
+  private done = false
+  constructor (
+    private readonly key: string,
+    private readonly need: number,
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void
+  ) {}
+
+  add (p: PeerId): void { if (!this.acked.includes(p)) this.acked.push(p) }
+
+  /** An owner's answer: `by` the owners it speaks for (undefined: the sender itself; at most R counted). */
+  answered (by: PeerId[] | undefined, from: PeerId, replicas: number): void {
+    this.pending--
+    if (by === undefined) this.add(from)
+    else for (let i = 0; i < by.length && i < replicas; i++) this.add(by[i]!)
+    this.check()
+  }
+
+  failed (): void { this.pending--; this.check() }
+
+  check (): void {
+    if (this.done) return
+    if (this.acked.length >= this.need) { this.done = true; this.resolve() } else if (this.pending === 0) { this.done = true; this.reject(new QuorumError(this.acked.length, this.need, `write ${this.key}`)) }
+  }
 }
 
 /** `compareItems` of a stored entry against an item whose value text is `json`. */
@@ -313,8 +360,11 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** db writes not yet handed to `db.batch`: key → entry to write (undefined: delete). */
   private readonly dbPending = new Map<string, Entry | undefined>()
   private dbScheduled = false
+  /** Pending db writes wait this long (ms) to go out in one `db.batch` (0: at the end of the microtask round). */
+  private readonly persistDelay: number
+  private persistTimer: Timer | undefined
   /** Routed writes waiting for this microtask round's end, per owner (see `sendPut`). */
-  private readonly outbox = new Map<PeerId, Array<{ item: WireItem<V>, resolve: (by: PeerId[]) => void, reject: (err: unknown) => void }>>()
+  private readonly outbox = new Map<PeerId, Array<{ item: WireItem<V>, w: PendingWrite }>>()
   private outboxScheduled = false
   /** Routed reads waiting for this microtask round's end, per owner (see `sendGet`). */
   private readonly getbox = new Map<PeerId, Array<{ key: string, resolve: (res: OverlayMessage) => void, reject: (err: unknown) => void }>>()
@@ -346,6 +396,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const buckets = init.digestBuckets ?? 256
     this.bucketBits = Math.log2(buckets)
     this.maxBatch = init.maxItemsPerMessage ?? 500
+    this.walkPos = init.cachePositions === true ? new WeakMap() : undefined
     this.maxKeyLength = init.maxKeyLength ?? 1024
     this.maxLocalItems = init.maxLocalItems ?? 1_000_000
     this.maxSkew = init.maxClockSkew ?? 60_000
@@ -353,6 +404,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.maxHops = init.maxHops ?? 2
     this.putBatching = init.putBatching ?? true
     this.maxHandoffRetries = init.maxHandoffRetries ?? 5
+    this.persistDelay = init.persistDelay ?? 5
+    if (!(this.persistDelay >= 0)) throw new RangeError('persistDelay must be >= 0')
     const intIn = (x: number, lo: number, hi: number): boolean => Number.isInteger(x) && x >= lo && x <= hi
     if (!intIn(this.replicas, 1, 16)) throw new RangeError('replicas must be an integer in [1, 16]')
     if (!intIn(this.writeQuorum, 1, this.replicas) || !intIn(this.readQuorum, 1, this.replicas)) throw new RangeError('quorums must be in [1, replicas]')
@@ -401,18 +454,33 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.resuming.clear()
     this.unhandle?.(); this.unhandle = undefined
     await this.handoffChain.catch(() => {})
-    await this.persistChain
+    await this.flush()
   }
 
   /** Wait until every db write queued so far is done. */
-  async flush (): Promise<void> { await this.persistChain }
+  async flush (): Promise<void> {
+    if (this.persistTimer !== undefined) { this.persistTimer.cancel(); this.persistTimer = undefined; this.writePending() }
+    await this.persistChain
+  }
 
-  /** Install a new ring (from the membership view); hands items to new owners and drops what moved away. */
-  setRing (ring: Ring): void {
+  /**
+   * Install a new ring (from the membership view); hands items to new owners and drops what moved away.
+   * `changed` (optional, from a membership service that knows what changed, e.g. the simulator's oracle):
+   * arcs outside which the owner sets of the previous ring and `ring` agree — the handoff then looks
+   * only at the items inside them (items this node holds without owning them elsewhere wait for the
+   * next {@link rebalance}). Without it every item is checked.
+   */
+  setRing (ring: Ring, opts: { changed?: readonly RingArc[] | undefined } = {}): void {
     const old = this.ring
     this.ring = ring
     if (old === ring || !this.running) return
-    this.handoffChain = this.handoffChain.then(() => this.handoff(old, ring)).catch(err => {
+    // recomputed for the new ring anyway; dropping it now lets the old ring be collected
+    this.peersOf = undefined
+    const changed = opts.changed
+    // told that no owner changed (a view switch): handoffs under way stay valid, nothing to walk
+    if (changed !== undefined && changed.length === 0) return
+    this.ownership++
+    this.handoffChain = this.handoffChain.then(async () => { await this.handoff(old, ring, changed) }).catch(err => {
       this.log.warn({ err: String(err) }, 'handoff failed')
     })
   }
@@ -424,24 +492,40 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   async rebalance (): Promise<void> {
     const ring = this.ring
     if (ring === undefined || !this.running) return
-    this.handoffChain = this.handoffChain.then(() => this.handoff(ring, ring)).catch(err => {
+    // the same ring, no new key since a pass that found nothing to move: nothing can be out of place
+    const keys = this.keysAdded
+    const epoch = this.ownership
+    if (this.rebalancedFor?.epoch === epoch && this.rebalancedFor.keys === keys) return
+    this.handoffChain = this.handoffChain.then(async () => {
+      const moved = await this.handoff(ring, ring)
+      this.rebalancedFor = moved === 0 ? { epoch, keys } : undefined
+    }).catch(err => {
       this.log.warn({ err: String(err) }, 'rebalance failed')
     })
     await this.handoffChain
   }
+
+  /** Bumped by every `setRing` that may change owners: handoffs of an older epoch stop. */
+  private ownership = 0
+  /** New keys stored so far (a key set change can bring an item this node does not own). */
+  private keysAdded = 0
+  /** The ownership epoch and key count of the last rebalance that found nothing to move. */
+  private rebalancedFor: { epoch: number, keys: number } | undefined
 
   /** Resolves when the handoffs started so far are finished. */
   async settled (): Promise<void> { await this.handoffChain }
 
   // ------------------------------------------------------------ public API
 
-  async put (key: string, value: V, opts: PutOptions = {}): Promise<void> {
+  /** Write with the write quorum; resolves with the version the write was given. */
+  async put (key: string, value: V, opts: PutOptions = {}): Promise<Version> {
     this.checkKey(key)
     const ttl = opts.ttl ?? this.maxTtl
     if (!(typeof ttl === 'number' && ttl > 0 && ttl <= this.maxTtl)) throw new OverlayError('ERR_BAD_TTL', `ttl must be in (0, ${this.maxTtl}] ms`)
     if (value === undefined) throw new OverlayError('ERR_BAD_VALUE', 'value must not be undefined (use delete)')
     const item: WireItem<V> = { key, version: this.nextVersion(), deleted: false, value, expires: this.clock.now() + ttl }
     await this.replicate(item, opts)
+    return item.version
   }
 
   /** Delete: reads the current version (quorum) so the tombstone's version is above it, then writes the tombstone. */
@@ -543,6 +627,22 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return this.toWire(e)
   }
 
+  /** The stored JSON text of `key`'s value (unexpired, not deleted), not decoded (cheap, for checkers). */
+  localJson (key: string): string | undefined {
+    const e = this.items.get(key)
+    if (e === undefined || e.deleted || e.expires <= this.clock.now() || e.json === undefined || e.json === '') return undefined
+    return e.json
+  }
+
+  /**
+   * Does this node's replica hold exactly version `v` of `key` (live)? No decode: answers "has anything
+   * been written to this replica since that write" (every write or merge stored here gets a new version).
+   */
+  holdsVersion (key: string, v: Version): boolean {
+    const e = this.items.get(key)
+    return e !== undefined && e.expires > this.clock.now() && e.updated === v.updated && e.counter === v.counter && e.origin === v.origin
+  }
+
   /** Keys held locally (unexpired, tombstones included). */
   localKeys (): string[] {
     const now = this.clock.now()
@@ -592,33 +692,25 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private async replicate (item: WireItem<V>, opts: AbortOptions): Promise<void> {
     if (!this.running) throw new OverlayError('ERR_NOT_STARTED', 'store is not running')
     if (opts.signal?.aborted === true) throw new OverlayAbortError()
-    const owners = this.requireRing().owners(item.key, this.replicas)
+    const ring = this.requireRing()
+    // a ring of at most R members: every member owns every key (no hashing)
+    const owners = ring.size <= this.replicas ? ring.members : ring.owners(item.key, this.replicas)
     const need = Math.min(this.writeQuorum, owners.length)
-    // distinct peers that stored it as owners in their own view (a forwarded answer names several, a non-owner's none)
-    const acked = new Set<PeerId>()
-    let pending = 0
     await new Promise<void>((resolve, reject) => {
-      let done = false
-      const check = (): void => {
-        if (done) return
-        if (acked.size >= need) { done = true; resolve() } else if (pending === 0) { done = true; reject(new QuorumError(acked.size, need, `write ${item.key}`)) }
-      }
+      // one record per write, shared by every owner it goes to (no promise per owner)
+      const w = new PendingWrite(item.key, need, resolve, reject)
       // the value is encoded once: the own replica and every remote owner get the same text
       const wire = this.textItem(item)
       for (const o of owners) {
         if (o === this.self) {
           this.applyLocal(wire, item, this.self)
-          acked.add(o)
+          w.add(o)
           continue
         }
-        pending++
-        this.sendPut(o, wire, opts.signal).then(by => {
-          pending--
-          for (const p of by) acked.add(p)
-          check()
-        }, () => { pending--; check() })
+        w.pending++
+        this.sendPut(o, wire, w, opts.signal)
       }
-      check()
+      w.check()
     })
   }
 
@@ -703,22 +795,22 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   }
 
   /**
-   * A routed write of `item` to owner `to`; resolves with the owners that stored it (per the answer).
+   * A routed write of `item` to owner `to`, counted in `w` (the owners that stored it, per the answer).
    * Writes to the same owner queued in the same microtask round go in one `store.put` (up to
    * `maxItemsPerMessage` items; `putBatching: false` or an abort signal: one message per write).
    */
-  private async sendPut (to: PeerId, item: WireItem<V>, signal: AbortSignal | undefined): Promise<PeerId[]> {
+  private sendPut (to: PeerId, item: WireItem<V>, w: PendingWrite, signal: AbortSignal | undefined): void {
     if (!this.putBatching || signal !== undefined) {
-      const res = await this.net.send(to, { type: 'store.put', items: [item], hops: this.maxHops }, { signal, timeout: this.timeout })
-      return res.type === 'store.ok' ? this.answeredBy(res.by, to) : []
+      this.net.send(to, { type: 'store.put', items: [item], hops: this.maxHops }, { signal, timeout: this.timeout }).then(res => {
+        if (res.type === 'store.ok') w.answered(res.by, to, this.replicas); else w.answered([], to, this.replicas)
+      }, () => { w.failed() })
+      return
     }
-    return await new Promise<PeerId[]>((resolve, reject) => {
-      let q = this.outbox.get(to)
-      if (q === undefined) { q = []; this.outbox.set(to, q) }
-      q.push({ item, resolve, reject })
-      if (q.length >= this.maxBatch) { this.flushPuts(to); return }
-      this.scheduleFlush()
-    })
+    let q = this.outbox.get(to)
+    if (q === undefined) { q = []; this.outbox.set(to, q) }
+    q.push({ item, w })
+    if (q.length >= this.maxBatch) { this.flushPuts(to); return }
+    this.scheduleFlush()
   }
 
   /**
@@ -741,8 +833,15 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private scheduleFlush (): void {
     if (this.outboxScheduled) return
     this.outboxScheduled = true
-    queueMicrotask(() => {
-      this.outboxScheduled = false
+    // a real network batches what the whole event-loop turn queued (every datagram's REGISTER), else the microtask round
+    if (typeof this.net.defer === 'function') this.net.defer(this.flushAll)
+    else queueMicrotask(this.flushAll)
+  }
+
+  /** Send every batch queued (see `scheduleFlush`). */
+  private readonly flushAll = (): void => {
+    this.outboxScheduled = false
+    {
       let prev: { q: Array<{ item: WireItem<V> }>, msg: OverlayMessage } | undefined
       for (const peer of [...this.outbox.keys()]) {
         // the same writes for several owners (R = 3: both remote owners of every key) share one
@@ -753,7 +852,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         if (!same && msg !== undefined && q !== undefined) prev = { q, msg }
       }
       for (const peer of [...this.getbox.keys()]) this.flushGets(peer)
-    })
+    }
   }
 
   /** Send the reads queued for `to`: one `store.get`, or one `store.gets` for several. */
@@ -784,13 +883,14 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.stats.putMessages++
     msg ??= Object.freeze({ type: 'store.put' as const, items: Object.freeze(q.map(x => x.item)) as WireItem[], hops: this.maxHops })
     this.net.send(to, msg, { timeout: this.timeout }).then(res => {
-      if (res.type !== 'store.ok') { for (const x of q) x.resolve([]); return }
+      const R = this.replicas
+      if (res.type !== 'store.ok') { for (const x of q) x.w.answered([], to, R); return }
       const each = q.length > 1 ? res.each : undefined
       for (let i = 0; i < q.length; i++) {
         const by = each !== undefined ? each[i] : res.by
-        q[i]!.resolve(each !== undefined && by === undefined ? [] : this.answeredBy(by, to))
+        q[i]!.w.answered(each !== undefined && by === undefined ? [] : by, to, R)
       }
-    }, (err: unknown) => { for (const x of q) x.reject(err) })
+    }, () => { for (const x of q) x.w.failed() })
     return msg
   }
 
@@ -900,6 +1000,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.observe(item.version)
     const e = this.entry(item, json)
     this.items.set(e.key, e)
+    if (cur === undefined) this.keysAdded++
     this.persistPut(e)
     if (this.hasListeners('change')) this.emit('change', e.key, this.changed(e, orig ?? item))
     return true
@@ -926,6 +1027,15 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.dbPending.set(key, e)
     if (this.dbScheduled) return
     this.dbScheduled = true
+    if (this.persistDelay > 0) {
+      this.persistTimer = this.clock.setTimer(this.persistDelay, () => { this.persistTimer = undefined; this.writePending() })
+    } else this.writePending()
+  }
+
+  /** Hand the pending db writes to the next `db.batch` (after the one being written, if any). */
+  private writePending (): void {
+    const db = this.db
+    if (db === undefined) return
     this.persistChain = this.persistChain.then(async () => {
       this.dbScheduled = false
       const ops: Array<{ type: 'put', key: string, value: string } | { type: 'del', key: string }> = []
@@ -1111,23 +1221,34 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   // ------------------------------------------------------------ handoff / re-replication
 
   /**
-   * Ring positions of stored entries, memoized for the handoff walk (every ring change nearby walks
-   * all items; hashing each key again dominated it). Weak: an entry replaced or dropped takes its
-   * position with it, and Entry stays small for entries never walked.
+   * Ring positions of stored entries, memoized for the handoff and anti-entropy walks when
+   * `cachePositions` is set (in a simulation every ring change nearby walks all items; hashing each
+   * key again dominated it). Weak: an entry replaced or dropped takes its position with it.
    */
-  private readonly walkPos = new WeakMap<Entry, bigint>()
+  private readonly walkPos: WeakMap<Entry, bigint> | undefined
 
-  private async handoff (old: Ring | undefined, ring: Ring): Promise<void> {
+  private walkPosition (e: Entry): bigint {
+    const c = this.walkPos
+    if (c === undefined) return this.position(e.key)
+    let pos = c.get(e)
+    if (pos === undefined) { pos = this.position(e.key); c.set(e, pos) }
+    return pos
+  }
+
+  /** Hands items to their new owners; resolves with the number of items it found to move. */
+  private async handoff (old: Ring | undefined, ring: Ring, changed?: readonly RingArc[]): Promise<number> {
     const now = this.clock.now()
-    const batches = new Map<PeerId, Entry[]>()
+    const arcs = old === undefined ? undefined : changed
+    let batches: Map<PeerId, Entry[]> | undefined
     const leaving: Array<{ e: Entry, owners: PeerId[] }> = []
     const add = (p: PeerId, e: Entry): void => {
+      batches ??= new Map()
       const b = batches.get(p); if (b === undefined) batches.set(p, [e]); else b.push(e)
     }
     for (const e of this.items.values()) {
       if (e.expires <= now) continue
-      let pos = this.walkPos.get(e)
-      if (pos === undefined) { pos = this.position(e.key); this.walkPos.set(e, pos) }
+      const pos = this.walkPosition(e)
+      if (arcs !== undefined && !inAnyArc(pos, arcs)) continue
       const owners = ring.ownersAt(pos, this.replicas)
       const before = old === ring ? owners : old?.ownersAt(pos, this.replicas) ?? [this.self]
       if (!owners.includes(this.self)) {
@@ -1142,14 +1263,16 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       for (const o of owners) if (o !== this.self && !before.includes(o)) add(o, e)
     }
     // a new ring replaces the handoffs of older rings still waiting to resume (this one recomputed what is due)
-    for (const h of [...this.resuming]) if (h.run.ring !== ring) { h.timer?.cancel(); this.resuming.delete(h) }
-    const run: HandoffRun = { ring, leaving, acked: new Map() }
-    await Promise.all([...batches].map(async ([peer, list]) => {
+    if (this.resuming.size > 0) for (const h of [...this.resuming]) if (h.run.epoch !== this.ownership) { h.timer?.cancel(); this.resuming.delete(h) }
+    if (batches === undefined && leaving.length === 0) return 0 // nothing moves
+    const run: HandoffRun = { epoch: this.ownership, leaving, acked: new Map() }
+    await Promise.all([...(batches ?? [])].map(async ([peer, list]) => {
       const h: PeerHandoff = { run, peer, list, next: 0, attempts: 0, resumed: 0, timer: undefined }
       run.acked.set(peer, new Set())
       await this.pushHandoff(h)
     }))
     this.dropHandedOff(run)
+    return leaving.length + (batches?.size ?? 0)
   }
 
   /**
@@ -1162,7 +1285,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const ok = h.run.acked.get(h.peer)!
     const total = h.list.length
     while (h.next < total) {
-      if (!this.running || this.ring !== h.run.ring) return
+      if (!this.running || this.ownership !== h.run.epoch) return
       const chunk = h.list.slice(h.next, h.next + this.maxBatch)
       let res: OverlayMessage | undefined
       try {
@@ -1180,7 +1303,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         h.timer = this.clock.setTimer(delay, () => {
           h.timer = undefined
           if (!this.resuming.delete(h)) return
-          if (!this.running || this.ring !== h.run.ring) return
+          if (!this.running || this.ownership !== h.run.epoch) return
           h.resumed++
           this.stats.handoffResumed++
           this.handoffChain = this.handoffChain.then(async () => {
@@ -1200,7 +1323,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
 
   /** Drop the items of `run` this node no longer owns once a write quorum of their new owners acknowledged them. */
   private dropHandedOff (run: HandoffRun): void {
-    if (this.ring !== run.ring) return // a newer ring: its handoff decides
+    if (this.ownership !== run.epoch) return // a newer ring: its handoff decides
     for (const { e, owners } of run.leaving) {
       const cur = this.items.get(e.key)
       if (cur !== e) continue // changed meanwhile, or already dropped
@@ -1230,8 +1353,9 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     })
   }
 
+  private bucketShift: bigint | undefined
   private bucketOf (pos: bigint): number {
-    return this.bucketBits === 0 ? 0 : Number(pos >> BigInt(64 - this.bucketBits))
+    return this.bucketBits === 0 ? 0 : Number(pos >> (this.bucketShift ??= BigInt(64 - this.bucketBits)))
   }
 
   /** Items both this node and `peer` replicate (by this node's ring), unexpired, with their digest buckets. */
@@ -1242,7 +1366,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const now = this.clock.now()
     for (const e of this.items.values()) {
       if (e.expires <= now) continue
-      const pos = this.position(e.key)
+      const pos = this.walkPosition(e)
       const owners = ring.ownersAt(pos, this.replicas)
       if (owners.includes(peer) && owners.includes(this.self)) { out.entries.push(e); out.buckets.push(this.bucketOf(pos)) }
     }
@@ -1315,7 +1439,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
 
 /** One handoff (for one ring): what leaves this node, and which keys each new owner acknowledged. */
 interface HandoffRun {
-  ring: Ring
+  /** The store's ownership epoch it was computed for (a ring change that moves owners starts a new one). */
+  epoch: number
   leaving: Array<{ e: Entry, owners: PeerId[] }>
   acked: Map<PeerId, Set<string>>
 }
@@ -1340,4 +1465,13 @@ interface Shared {
 
 export function createReplicatedStore<V> (components: StoreComponents, init?: StoreInit): ReplicatedStore<V> {
   return new ReplicatedStore<V>(components, init)
+}
+
+/** Is `pos` inside one of the arcs `(start, end]` (start === end: the whole ring)? */
+function inAnyArc (pos: bigint, arcs: readonly RingArc[]): boolean {
+  for (let i = 0; i < arcs.length; i++) {
+    const a = arcs[i]!
+    if (a.start < a.end ? (pos > a.start && pos <= a.end) : (a.start === a.end || pos > a.start || pos <= a.end)) return true
+  }
+  return false
 }

@@ -135,6 +135,62 @@ t.test('affectedBy: every owner of a range whose owners change on a join/leave i
   t.pass()
 })
 
+t.test('LiveRing.minus(m) owns exactly what the ring without m owns, and follows later changes', async t => {
+  fc.assert(fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 39 }), { minLength: 1, maxLength: 25 }), fc.integer({ min: 0, max: 45 }), opsArb, (base, j, ops) => {
+    const live = new LiveRing(hasher, { vnodes: V })
+    for (const i of base) live.add(id(i))
+    const m = id(j)
+    live.add(m)
+    const minus = live.minus(m)
+    const check = (): boolean => {
+      const full = new Ring(hasher, live.members.filter(x => x !== m), { vnodes: V })
+      if (minus.size !== full.size || minus.has(m) || minus.members.join() !== full.members.join()) return false
+      for (const p of probes(full, live, 60)) for (const r of [1, 3, 5]) if (minus.ownersAt(p, r).join() !== full.ownersAt(p, r).join()) return false
+      const other = full.members[0]
+      return other === undefined || minus.replicaPeers(other, 3).join() === full.replicaPeers(other, 3).join()
+    }
+    if (!check()) return false
+    for (const [join, i] of ops.slice(0, 10)) { if (id(i) === m) continue; if (join) live.add(id(i)); else live.remove(id(i)) }
+    if (!check()) return false
+    live.remove(m) // it left: the view is the live ring itself
+    return check()
+  }), FC)
+  t.pass()
+})
+
+t.test('changedArcs: outside the arcs the owners with and without the member are the same; inside, they differ somewhere', async t => {
+  const inArcs = (p: bigint, arcs: Array<{ start: bigint, end: bigint }>): boolean =>
+    arcs.some(a => a.start === a.end || (a.start < a.end ? p > a.start && p <= a.end : p > a.start || p <= a.end))
+  fc.assert(fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 39 }), { minLength: 1, maxLength: 25 }), fc.integer({ min: 0, max: 39 }), fc.integer({ min: 1, max: 4 }), (base, j, r) => {
+    const m = id(j)
+    const without = new Ring(hasher, base.map(id).filter(x => x !== m), { vnodes: V })
+    const withM = without.with(m)
+    const arcs = withM.changedArcs(m, r)
+    if (arcs.length === 0 || without.changedArcs(m, r).length !== 0) return false
+    let inside = 0; let differ = 0
+    for (const p of probes(without, withM, 200)) {
+      const same = without.ownersAt(p, r).join() === withM.ownersAt(p, r).join()
+      if (!inArcs(p, arcs)) { if (!same) return false } else { inside++; if (!same) differ++ }
+    }
+    // not the whole ring each time: the arcs are exact, so every probe inside them changes owners
+    return inside === differ
+  }), FC)
+  t.pass()
+})
+
+t.test('sweep: owners of ascending positions equal ownersAt (dense and sparse keys, wrap past the last token)', async t => {
+  fc.assert(fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 39 }), { minLength: 1, maxLength: 25 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 0, max: 400 }), (base, r, nkeys) => {
+    const ring = new Ring(hasher, base.map(id), { vnodes: V })
+    const pos = probes(ring, ring, nkeys).sort((a, b) => a < b ? -1 : a > b ? 1 : 0)
+    pos.push((1n << 64n) - 1n)
+    const at = ring.sweep(r)
+    for (const p of pos) if (at(p).join() !== ring.ownersAt(p, r).join()) return false
+    // a smaller position starts over
+    return at(0n).join() === ring.ownersAt(0n, r).join()
+  }), FC)
+  t.pass()
+})
+
 t.test('affectedBy is small: about (2R-1)·vnodes members at most, whatever N', async t => {
   const live = new LiveRing(hasher, { vnodes: 16 })
   for (let i = 0; i < 5000; i++) live.add(`n${i}`)

@@ -1,6 +1,23 @@
 import type { Clock, Timer } from '@sipring/interface'
 
-interface Entry { at: number, seq: number, fn: () => void, cancelled: boolean }
+const NOOP = (): void => {}
+
+/**
+ * A scheduled timer: its own handle (one object per timer). Cancelling drops the callback at once, so
+ * whatever it captured (a request's state, its promise) can be collected long before the entry
+ * reaches the top of the heap; cancelled entries are skipped when popped, and the heap is compacted
+ * when they make up most of it.
+ */
+class Entry implements Timer {
+  cancelled = false
+  constructor (readonly at: number, readonly seq: number, public fn: () => void, private readonly owner: SimClock) {}
+  cancel (): void {
+    if (this.cancelled) return
+    this.cancelled = true
+    this.fn = NOOP
+    this.owner._cancelled()
+  }
+}
 
 /**
  * Deterministic discrete-event clock. Timers fire in (time, insertion order); time only moves when
@@ -9,32 +26,59 @@ interface Entry { at: number, seq: number, fn: () => void, cancelled: boolean }
 export class SimClock implements Clock {
   private t: number
   private seq = 0
-  private heap: Entry[] = []
+  /**
+   * Binary min-heap on (at, seq), kept as parallel arrays: the keys in typed arrays (comparisons read
+   * contiguous memory, not the entry objects — a simulation keeps ~10^5–10^6 timers pending), the
+   * entries beside them.
+   */
+  private ents: Array<Entry | undefined> = []
+  private keyAt = new Float64Array(1024)
+  private keySeq = new Float64Array(1024)
+  private n = 0
+  /** Cancelled entries still in the heap. */
+  private dead = 0
 
   constructor (start = Date.UTC(2026, 0, 1)) { this.t = start }
 
   now (): number { return this.t }
 
   setTimer (ms: number, fn: () => void): Timer {
-    const e: Entry = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false }
+    const e = new Entry(this.t + Math.max(0, ms), this.seq++, fn, this)
     this.push(e)
-    return { cancel: () => { e.cancelled = true } }
+    return e
   }
 
   /** Number of timers still scheduled (cancelled ones excluded). */
-  get pending (): number { return this.heap.filter(e => !e.cancelled).length }
+  get pending (): number { return this.n - this.dead }
+
+  /** @internal an entry of this clock was cancelled: compact the heap once most of it is dead. */
+  _cancelled (): void {
+    if (++this.dead > 1024 && this.dead * 2 > this.n) {
+      // dropping cancelled entries and re-heapifying keeps the order (time, then insertion seq)
+      let k = 0
+      for (let i = 0; i < this.n; i++) {
+        const e = this.ents[i]!
+        if (e.cancelled) continue
+        this.ents[k] = e; this.keyAt[k] = e.at; this.keySeq[k] = e.seq; k++
+      }
+      this.ents.length = k
+      this.n = k
+      this.dead = 0
+      for (let i = (k >> 1) - 1; i >= 0; i--) this.down(i)
+    }
+  }
 
   /** Time of the next live timer, or undefined. */
   nextAt (): number | undefined {
-    while (this.heap.length > 0 && this.heap[0]!.cancelled) this.pop()
-    return this.heap[0]?.at
+    while (this.n > 0 && this.ents[0]!.cancelled) { this.pop(); this.dead-- }
+    return this.n > 0 ? this.keyAt[0] : undefined
   }
 
   /** Fire the next due timer (advancing time to it). Returns false when none is left. */
   step (): boolean {
-    while (this.heap.length > 0) {
+    while (this.n > 0) {
       const e = this.pop()!
-      if (e.cancelled) continue
+      if (e.cancelled) { this.dead--; continue }
       if (e.at > this.t) this.t = e.at
       e.fn()
       return true
@@ -62,39 +106,52 @@ export class SimClock implements Clock {
   }
 
   private push (e: Entry): void {
-    const h = this.heap
-    h.push(e)
-    let i = h.length - 1
+    if (this.n === this.keyAt.length) {
+      const at = new Float64Array(this.n * 2); at.set(this.keyAt); this.keyAt = at
+      const sq = new Float64Array(this.n * 2); sq.set(this.keySeq); this.keySeq = sq
+    }
+    const A = this.keyAt; const S = this.keySeq; const E = this.ents
+    const a = e.at; const q = e.seq
+    let i = this.n++
+    // sift up with a hole (no swaps)
     while (i > 0) {
       const p = (i - 1) >> 1
-      if (!less(h[i]!, h[p]!)) break
-      ;[h[i], h[p]] = [h[p]!, h[i]!]
+      const pa = A[p]!
+      if (pa < a || (pa === a && S[p]! < q)) break
+      A[i] = pa; S[i] = S[p]!; E[i] = E[p]!
       i = p
     }
+    A[i] = a; S[i] = q; E[i] = e
   }
 
   private pop (): Entry | undefined {
-    const h = this.heap
-    if (h.length === 0) return undefined
-    const top = h[0]!
-    const last = h.pop()!
-    if (h.length > 0) {
-      h[0] = last
-      let i = 0
-      for (;;) {
-        const l = 2 * i + 1; const r = l + 1
-        let m = i
-        if (l < h.length && less(h[l]!, h[m]!)) m = l
-        if (r < h.length && less(h[r]!, h[m]!)) m = r
-        if (m === i) break
-        ;[h[i], h[m]] = [h[m]!, h[i]!]
-        i = m
-      }
+    if (this.n === 0) return undefined
+    const top = this.ents[0]!
+    const last = --this.n
+    if (last > 0) {
+      this.ents[0] = this.ents[last]!; this.keyAt[0] = this.keyAt[last]!; this.keySeq[0] = this.keySeq[last]!
+      this.down(0)
     }
+    this.ents[last] = undefined // no reference to a fired entry (its callback's captures) stays behind
     return top
   }
-}
 
-function less (a: Entry, b: Entry): boolean {
-  return a.at < b.at || (a.at === b.at && a.seq < b.seq)
+  /** Sift the entry at i down to its place. */
+  private down (i: number): void {
+    const A = this.keyAt; const S = this.keySeq; const E = this.ents
+    const n = this.n
+    const e = E[i]!; const a = A[i]!; const q = S[i]!
+    for (;;) {
+      const l = 2 * i + 1
+      if (l >= n) break
+      const r = l + 1
+      let m = l
+      if (r < n) { const ra = A[r]!; const la = A[l]!; if (ra < la || (ra === la && S[r]! < S[l]!)) m = r }
+      const ma = A[m]!
+      if (ma > a || (ma === a && S[m]! > q)) break
+      A[i] = ma; S[i] = S[m]!; E[i] = E[m]!
+      i = m
+    }
+    A[i] = a; S[i] = q; E[i] = e
+  }
 }
