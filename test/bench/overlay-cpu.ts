@@ -1,6 +1,6 @@
 // CPU per REGISTER through a 3-node overlay, without SIPp and without separate processes (not a test):
 //
-//   node --import tsx --conditions=sipring-source test/bench/overlay-cpu.ts [N] [window] [--profile file] [--signed]
+//   node --import tsx --conditions=sipring-source test/bench/overlay-cpu.ts [N] [window] [--profile file] [--signed] [--rounds k] [--spread]
 //
 // Three `startDaemon`s in this process (system clock, pino at error level, classic-level in temp dirs,
 // libp2p TCP on 127.0.0.1, R = 3, W = 2), each with an in-memory UDP transport. N REGISTERs of distinct
@@ -11,6 +11,8 @@
 // three nodes, so not a capacity figure). Load-insensitive enough to compare two versions of the code
 // minutes apart on a shared machine, which the SIPp harness (test/bench/overlay.ts) is not.
 // --signed: a closed overlay (core key, enrolled nodes), so every AOR portion is signed with Ed25519.
+// --rounds k: k pairs of rounds (new AORs, refresh), medians printed. --spread: one callback per REGISTER
+// (as a UDP socket delivers them); without it a whole turn's REGISTERs arrive in one callback (batches more).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { tmpdir } from 'node:os'
@@ -37,6 +39,9 @@ import { freePort } from '../lib/ports.js'
 const N = Number(process.argv[2] ?? 20_000)
 const WINDOW = Number(process.argv[3] ?? 300)
 const signed = process.argv.includes('--signed')
+// --spread: each REGISTER delivered in its own callback (microtasks run in between, as with a real UDP
+// socket); default: all REGISTERs injected in one turn delivered in one callback (batches more)
+const spread = process.argv.includes('--spread')
 const profIdx = process.argv.indexOf('--profile')
 const profile = profIdx > 0 ? process.argv[profIdx + 1] : undefined
 // --heap file: sampling heap profile of everything allocated in the 'new AORs' round (collected objects included)
@@ -57,6 +62,11 @@ class FakeUdp implements SipTransport {
   async send (data: Buffer, to: Destination): Promise<void> { this.onSend(data, to) }
   private queue: Array<[Buffer, Source]> = []
   inject (data: Buffer, from: Source): void {
+    if (spread) {
+      // one callback per datagram, microtasks run between them, as a real UDP socket delivers them
+      setImmediate(() => { for (const l of this.ls) l(data, from) })
+      return
+    }
     if (this.queue.length === 0) setImmediate(() => { this.flush() })
     this.queue.push([data, from])
   }
@@ -136,11 +146,11 @@ for (const u of udps) {
   }
 }
 
-async function round (label: string, prefix: string, cseq: number): Promise<void> {
+async function round (label: string, prefix: string, cseq: number): Promise<number> {
   answered = 0; failed = 0; codes.clear(); lat = []
-  const session = profile !== undefined && label === 'new AORs' ? new Session() : undefined
+  const session = profile !== undefined && label === 'new AORs' && prefix === 'n' ? new Session() : undefined
   if (session !== undefined) { session.connect(); await session.post('Profiler.enable'); await session.post('Profiler.start') }
-  const heapSession = heapFile !== undefined && label === 'new AORs' ? new Session() : undefined
+  const heapSession = heapFile !== undefined && label === 'new AORs' && prefix === 'n' ? new Session() : undefined
   if (heapSession !== undefined) {
     heapSession.connect()
     await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true } as object)
@@ -171,13 +181,24 @@ async function round (label: string, prefix: string, cseq: number): Promise<void
   const q = (x: number): string => (lat[Math.min(lat.length - 1, Math.floor(x * lat.length))] ?? NaN).toFixed(0)
   console.log(`${label}: ${N} REGISTERs (window ${WINDOW}) in ${wall.toFixed(0)} ms wall (${Math.round(N / (wall / 1000))}/s), ${failed} not 200${failed > 0 ? ` (${[...codes].map(([k, v]) => `${k}×${v}`).join(' ')})` : ''}, ` +
     `${us.toFixed(0)} CPU-µs per REGISTER, 3 nodes summed (user ${(c.user / N).toFixed(0)}, sys ${(c.system / N).toFixed(0)}); latency p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms`)
+  return us
 }
 
 await round('warm-up (new AORs)', 'w', 1)
-await round('new AORs', 'n', 1)
-await round('refresh', 'n', 2)
+// --rounds k: k pairs of rounds (new AORs, then their refresh); the summary gives the medians
+const roundsIdx = process.argv.indexOf('--rounds')
+const ROUNDS = roundsIdx > 0 ? Number(process.argv[roundsIdx + 1]) : 1
+const perRound: Record<string, number[]> = { 'new AORs': [], refresh: [] }
+for (let k = 0; k < ROUNDS; k++) {
+  perRound['new AORs']!.push(await round('new AORs', k === 0 ? 'n' : `n${k}-`, 1))
+  perRound.refresh!.push(await round('refresh', k === 0 ? 'n' : `n${k}-`, 2))
+}
+if (ROUNDS > 1) {
+  const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]! }
+  console.log(`median of ${ROUNDS} rounds: new AORs ${median(perRound['new AORs']!).toFixed(0)} CPU-µs per REGISTER (min ${Math.min(...perRound['new AORs']!).toFixed(0)}), refresh ${median(perRound.refresh!).toFixed(0)} (min ${Math.min(...perRound.refresh!).toFixed(0)})`)
+}
 const st = daemons.map(d => ({ r: d.node.replication?.stats, s: d.node.overlay?.store.getStats() as unknown as Record<string, number>, n: d.overlay }))
-console.log(`per node: ${JSON.stringify(st.map(({ r, s, n }) => ({ published: r?.published, localReads: r?.localReads, localVerifies: r?.localVerifies, repairs: r?.repairs, publishErrors: r?.publishErrors, putMessages: s.putMessages, getMessages: s.getMessages, dbBatches: s.dbBatches, overlayRequestsSent: n?.stats().requestsSent })))}`)
+console.log(`per node: ${JSON.stringify(st.map(({ r, s, n }) => ({ published: r?.published, localReads: r?.localReads, blindWrites: r?.blindWrites, localVerifies: r?.localVerifies, repairs: r?.repairs, publishErrors: r?.publishErrors, putMessages: s.putMessages, getMessages: s.getMessages, dbBatches: s.dbBatches, overlayRequestsSent: n?.stats().requestsSent })))}`)
 await Promise.all(daemons.map(async d => { await d.stop() }))
 for (const d of dirs) rmSync(d, { recursive: true, force: true })
 process.exit(0)

@@ -148,7 +148,8 @@ async function registerPart (): Promise<Record<string, unknown>> {
         await sleep(1000)
       }
       const st = await ring(nodes[0]!)
-      console.log(`  overlay node a: ${st.store.items} items, replication ${JSON.stringify(st.replication)}`)
+      const ss = st.store as unknown as Record<string, number>
+      console.log(`  overlay node a: ${st.store.items} items, store.put messages ${ss.putMessages}, read messages ${ss.getMessages}, db batches ${ss.dbBatches}, replication ${JSON.stringify(st.replication)}`)
     } finally {
       await Promise.all(nodes.map(n => n.server.stop()))
       for (const s of specs) s.cleanup()

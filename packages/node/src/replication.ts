@@ -37,6 +37,9 @@
  *   this run (origin = self, written since `start()`, younger than `trustLocalFor`) with only its own
  *   portion, the quorum pre-read is skipped and the own replica stands in for it. A write that
  *   raced it lands on this replica too and the (local) verification catches it.
+ * - *blind write*: when this node is an owner and its replica holds nothing of the AOR (a new AOR),
+ *   the pre-read is skipped and only the own portion is written: the replicas merge portion by
+ *   portion, so another node's portion held by some replica survives (merged there).
  * - an unchanged own portion (same bindings, same expiries, nothing to drop) is not rewritten: no
  *   put, no db writes (the republish of every AOR after a restart, a repair that someone else did).
  *
@@ -49,7 +52,7 @@
  */
 import type { Binding, Clock, Logger, Timer } from '@sipring/interface'
 import { contactKey, type LocationEvent, type LocationStore } from '@sipring/location'
-import type { MergeContext, PeerId, ReplicatedStore, WireItem } from '@sipring/overlay'
+import type { MergeContext, PeerId, ReplicatedStore, Version, WireItem } from '@sipring/overlay'
 import { hostEquals, isIPv4, isIPv6, parseUri } from '@sipring/sip'
 
 /** Key of an AOR's item in the replicated store. */
@@ -230,6 +233,8 @@ export interface ReplicationStats {
   localReads: number
   /** Verifications answered by this node's own replica (no network). */
   localVerifies: number
+  /** Publishes of an AOR this node owns and whose replica held nothing of it: written without the quorum pre-read (own portion only). */
+  blindWrites: number
   /** Publishes skipped because the overlay already held exactly the own portion. */
   unchanged: number
   /** Portions of other nodes read without a valid signature (with a signer only): ignored. */
@@ -307,11 +312,15 @@ export class LocationReplicator {
   /** Incremented on every markDirty: orders local changes against the local state a publish read. */
   private changeSeq = 0
   /** `settled(aor)` callers: resolved once a publish that read local state at seq >= `target` is written. */
-  private readonly aorWaiters = new Map<string, Array<{ target: number, done: (ok: boolean) => void }>>()
+  private readonly aorWaiters = new Map<string, AorWaiter[]>()
+  /** `settled(aor)` waiters with a deadline, in deadline order (one timer for all). */
+  private deadlines: AorWaiter[] = []
+  private deadlineHead = 0
+  private deadlineTimer: Timer | undefined
   /** AORs being published whose publish has read usrloc: the `changeSeq` of that read. */
   private readonly reading = new Map<string, number>()
   /** Verifications due, in time order (one delay for all), served by one timer. */
-  private verifyQueue: Array<{ at: number, aor: string, alone: boolean }> = []
+  private verifyQueue: Array<{ at: number, aor: string, alone: boolean, version: Version | undefined }> = []
   private verifyHead = 0
   private verifyTimer: Timer | undefined
   private seq = { ms: 0, n: 0 }
@@ -320,7 +329,7 @@ export class LocationReplicator {
   private readonly learning = new Set<PeerId>()
   private running = false
   private readonly onEvent = (b: Binding): void => { this.markDirty(b.aor) }
-  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0, localReads: 0, localVerifies: 0, unchanged: 0, badSignatures: 0, merges: 0, mergeRejected: 0 }
+  readonly stats: ReplicationStats = { published: 0, deleted: 0, publishErrors: 0, abandoned: 0, lookups: 0, lookupErrors: 0, repairs: 0, rejected: 0, localReads: 0, blindWrites: 0, localVerifies: 0, unchanged: 0, badSignatures: 0, merges: 0, mergeRejected: 0 }
   private readonly tombstoneTtl: number
 
   constructor (opts: ReplicationOptions) {
@@ -371,17 +380,34 @@ export class LocationReplicator {
     if (an === undefined) return older
     const aor = key.startsWith(AOR_PREFIX) ? key.slice(AOR_PREFIX.length) : key
     const now = this.clock.now()
+    if (an === bn) {
+      // one value merged with itself (the store validating a value that arrived with nothing stored):
+      // the value itself when every portion is usable and valid (the common case), else the merge below.
+      // Signatures as below: the incoming value's sender's own portion (all of them for this node's
+      // own writes) is taken on the network's authentication, the others are verified.
+      const from = ctx !== undefined && ctx.incoming === newer ? ctx.from : undefined
+      let n = 0; let ok = true
+      for (const id in an) {
+        const p = an[id]
+        if (++n > this.limits.maxNodesPerAor || p === undefined || !portionShapeOk(id, p, this.limits) || !(portionExpiry(p) > now) ||
+            (this.signer !== undefined && !(from !== undefined && (from === this.self || id === from)) && !this.verifyPortion(aor, id, p))) { ok = false; break }
+      }
+      if (ok) return newer
+    }
     const usable = (id: string, p: unknown): p is PublishedPortion & Record<string, unknown> =>
       p !== undefined && portionShapeOk(id, p, this.limits) && portionExpiry(p) > now
     // which side is the replica's checked state, which arrived (and from whom)
     const inc = ctx === undefined ? undefined : ctx.incoming === newer ? an : ctx.incoming === older ? bn : undefined
     const localSide = inc === undefined || newer === older ? undefined : inc === an ? bn : an
     const trustAll = ctx !== undefined && ctx.from === this.self
-    const valid = (id: string, p: PublishedPortion & Record<string, unknown>): boolean => {
+    const signed = (id: string, p: PublishedPortion & Record<string, unknown>): boolean => {
       if (this.signer === undefined) return true
       if (localSide !== undefined && localSide[id] === p) return true
       if (inc !== undefined && inc[id] === p && (trustAll || id === ctx!.from)) return true
-      if (this.verifyPortion(aor, id, p)) return true
+      return this.verifyPortion(aor, id, p)
+    }
+    const valid = (id: string, p: PublishedPortion & Record<string, unknown>): boolean => {
+      if (signed(id, p)) return true
       this.stats.mergeRejected++
       return false
     }
@@ -516,6 +542,8 @@ export class LocationReplicator {
     this.unsure.clear()
     this.dirty.clear(); this.queued.clear(); this.queue = []; this.head = 0
     for (const aor of [...this.aorWaiters.keys()]) this.resolveWaiters(aor, Infinity, false)
+    this.deadlineTimer?.cancel(); this.deadlineTimer = undefined
+    this.deadlines = []; this.deadlineHead = 0
     await this.settled()
   }
 
@@ -548,37 +576,60 @@ export class LocationReplicator {
     const read = this.reading.get(aor)
     const target = read !== undefined && !this.dirty.has(aor) ? read : this.changeSeq
     return await new Promise<boolean>(resolve => {
-      let timer: Timer | undefined
-      const onAbort = (): void => { finish(false) }
-      const entry = { target, done: (ok: boolean) => { finish(ok) } }
-      let finished = false
-      const finish = (ok: boolean): void => {
-        if (finished) return
-        finished = true
-        timer?.cancel()
-        opts?.signal?.removeEventListener('abort', onAbort)
-        const list = this.aorWaiters.get(aor)
-        if (list !== undefined) {
-          const i = list.indexOf(entry)
-          if (i >= 0) list.splice(i, 1)
-          if (list.length === 0) this.aorWaiters.delete(aor)
-        }
-        resolve(ok)
-      }
+      const ms = opts?.timeoutMs ?? 2000
+      const w = new AorWaiter(this, aor, target, resolve, Number.isFinite(ms) && ms >= 0 ? this.clock.now() + ms : Infinity, opts?.signal)
       let list = this.aorWaiters.get(aor)
       if (list === undefined) { list = []; this.aorWaiters.set(aor, list) }
-      list.push(entry)
-      const ms = opts?.timeoutMs ?? 2000
-      if (Number.isFinite(ms) && ms >= 0) timer = this.clock.setTimer(ms, () => { finish(false) })
-      opts?.signal?.addEventListener('abort', onAbort, { once: true })
+      list.push(w)
+      if (w.deadline !== Infinity) this.addDeadline(w, ms)
     })
+  }
+
+  /**
+   * Time out `w` at its deadline: waiters are queued in deadline order and served by one timer (the
+   * usual case: every REGISTER waits the same `ackTimeout`); one whose deadline comes before the last
+   * queued gets its own timer.
+   */
+  private addDeadline (w: AorWaiter, ms: number): void {
+    const q = this.deadlines
+    const last = q.length > this.deadlineHead ? q[q.length - 1]! : undefined
+    if (last !== undefined && last.deadline > w.deadline) {
+      w.timer = this.clock.setTimer(ms, () => { w.finish(false) })
+      return
+    }
+    q.push(w)
+    if (this.deadlineTimer === undefined) this.armDeadlines()
+  }
+
+  private armDeadlines (): void {
+    const q = this.deadlines
+    while (this.deadlineHead < q.length && q[this.deadlineHead]!.finished) this.deadlineHead++
+    if (this.deadlineHead >= q.length) { this.deadlines = []; this.deadlineHead = 0; return }
+    if (this.deadlineHead > 1024 && this.deadlineHead * 2 > q.length) { this.deadlines = q.slice(this.deadlineHead); this.deadlineHead = 0 }
+    const next = this.deadlines[this.deadlineHead]!
+    this.deadlineTimer = this.clock.setTimer(Math.max(0, next.deadline - this.clock.now()), () => {
+      this.deadlineTimer = undefined
+      const now = this.clock.now()
+      const list = this.deadlines
+      while (this.deadlineHead < list.length && list[this.deadlineHead]!.deadline <= now) list[this.deadlineHead++]!.finish(false)
+      this.armDeadlines()
+    })
+  }
+
+  /** @internal Remove a finished waiter from its AOR's list. */
+  dropWaiter (w: AorWaiter): void {
+    const list = this.aorWaiters.get(w.aor)
+    if (list === undefined) return
+    const i = list.indexOf(w)
+    if (i >= 0) list.splice(i, 1)
+    if (list.length === 0) this.aorWaiters.delete(w.aor)
   }
 
   /** Resolve `aor`'s waiters whose target is <= `upTo` (all of them when `upTo` is Infinity). */
   private resolveWaiters (aor: string, upTo: number, ok: boolean): void {
     const list = this.aorWaiters.get(aor)
     if (list === undefined) return
-    for (const w of list.filter(x => x.target <= upTo)) w.done(ok)
+    for (const w of list.filter(x => x.target <= upTo)) w.finish(ok)
   }
 
   /** AORs waiting for or in publication. */
@@ -739,8 +790,8 @@ export class LocationReplicator {
   }
 
   /** Re-read `aor` `verifyDelay` ms from now (queued; one timer for every verification due). */
-  private scheduleVerify (aor: string, alone: boolean): void {
-    this.verifyQueue.push({ at: this.clock.now() + this.verifyDelay, aor, alone })
+  private scheduleVerify (aor: string, alone: boolean, version: Version | undefined): void {
+    this.verifyQueue.push({ at: this.clock.now() + this.verifyDelay, aor, alone, version: typeof version === 'object' ? version : undefined })
     if (this.verifyTimer === undefined) this.armVerify()
   }
 
@@ -754,7 +805,10 @@ export class LocationReplicator {
       const q = this.verifyQueue
       while (this.verifyHead < q.length && q[this.verifyHead]!.at <= now) {
         const v = q[this.verifyHead++]!
-        void this.verify(v.aor, v.alone)
+        // settled without a read (no promise) in the usual case: the own replica still holds this write alone
+        if (this.dirty.has(v.aor) || this.active.has(v.aor)) continue
+        if (v.alone && this.stillOwnWrite(aorKey(v.aor), v.version)) { this.stats.localVerifies++; continue }
+        void this.verify(v.aor, false)
       }
       if (this.verifyHead > 1024 && this.verifyHead * 2 > q.length) { this.verifyQueue = q.slice(this.verifyHead); this.verifyHead = 0 }
       this.armVerify()
@@ -774,10 +828,13 @@ export class LocationReplicator {
     try {
       const sure = !this.unsure.has(aor)
       const cached = sure ? this.soleOwnItem(key, true) : undefined
+      // a key this node owns and holds nothing of (a new AOR): written blind, with the own portion only
+      const blind = cached === undefined && sure && this.ownsNothing(key)
       if (cached !== undefined) this.stats.localReads++
-      const raw = cached !== undefined ? cached.value : await this.store.get(key, MINIMAL)
+      if (blind) this.stats.blindWrites++
+      const raw = cached !== undefined ? cached.value : blind ? undefined : await this.store.get(key, MINIMAL)
       const now = this.clock.now()
-      const cur = parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
+      const cur = raw === undefined ? undefined : parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
       const rawNodes = isObj(raw) && isObj((raw as { nodes?: unknown }).nodes) ? (raw as AorValue).nodes as Record<PeerId, SignedPortion> : undefined
       const local = this.location.lookup(aor)
       seen = this.changeSeq // every change up to here is in `local`
@@ -835,14 +892,14 @@ export class LocationReplicator {
           .slice(this.limits.maxNodesPerAor - 1).forEach(id => { Reflect.deleteProperty(nodes, id) })
       }
       const ttl = Math.min(Math.max(1, expires - now), this.store.maxTtl)
-      await this.store.put(key, { v: 1, nodes }, { ttl })
+      const version = await this.store.put(key, { v: 1, nodes }, { ttl })
       if (local.length > 0) this.stats.published++
       else this.stats.deleted++
       this.attempts.delete(aor)
       this.unsure.delete(aor)
       this.resolveWaiters(aor, seen, true)
       // alone: no other node's portion was seen; its verification may use the own replica
-      if (this.verifyDelay > 0) this.scheduleVerify(aor, !others)
+      if (this.verifyDelay > 0) this.scheduleVerify(aor, !others, version)
     } catch (err) {
       this.stats.publishErrors++
       this.unsure.add(aor)
@@ -881,16 +938,69 @@ export class LocationReplicator {
   }
 
   /**
+   * The own replica still holds this node's write of `key` alone: exactly the version it wrote
+   * (`version`, nothing written or merged here since: no decode), else an item of this node with no
+   * other node's portion (`soleOwnItem`).
+   */
+  private stillOwnWrite (key: string, version: Version | undefined): boolean {
+    if (version !== undefined && this.trustLocalFor > 0 && typeof this.store.holdsVersion === 'function' && this.store.holdsVersion(key, version) &&
+        version.origin === this.self && version.updated >= this.startedAt && this.store.isOwner(key)) return true
+    return this.soleOwnItem(key, false) !== undefined
+  }
+
+  /**
+   * Is this node an owner of `key` whose own replica holds nothing for it (no item, or an expired one)?
+   * Then a publish skips the quorum pre-read and writes only its own portion: the replicas merge AOR
+   * items portion by portion (`mergeValues`), so a write without another node's portion erases
+   * nothing; the replicas that hold other portions keep them (their merged item gets a version above
+   * both), and the verification finds them (a quorum re-read, unless the own replica still holds
+   * this write alone).
+   */
+  private ownsNothing (key: string): boolean {
+    if (this.trustLocalFor <= 0 || typeof this.store.local !== 'function' || typeof this.store.isOwner !== 'function') return false
+    return this.store.isOwner(key) && this.store.local(key) === undefined
+  }
+
+  /**
    * Re-read a published item; re-publish when the own portion lost a concurrent write. `alone`:
    * the publish saw no other node's portion, so this node's own replica (when it is an owner)
    * still holding its write proves no other write came since.
    */
-  private async verify (aor: string, alone: boolean): Promise<void> {
+  private async verify (aor: string, alone: boolean, version?: Version): Promise<void> {
     if (this.dirty.has(aor) || this.active.has(aor)) return
-    if (alone && this.soleOwnItem(aorKey(aor), false) !== undefined) { this.stats.localVerifies++; return }
+    if (alone && this.stillOwnWrite(aorKey(aor), version)) { this.stats.localVerifies++; return }
     let raw: ReplicaValue | undefined
     try { raw = await this.store.get(aorKey(aor), MINIMAL) } catch { return }
     this.remoteBindings(aor, raw, this.location.lookup(aor))
+  }
+}
+
+/** A `settled(aor)` call waiting for the publish that covers its AOR's state (or its deadline, or its signal). */
+class AorWaiter {
+  finished = false
+  timer: Timer | undefined
+  private readonly onAbort: (() => void) | undefined
+  constructor (
+    private readonly owner: LocationReplicator,
+    readonly aor: string,
+    readonly target: number,
+    private readonly resolve: (ok: boolean) => void,
+    readonly deadline: number,
+    private readonly signal: AbortSignal | undefined
+  ) {
+    if (signal !== undefined) {
+      this.onAbort = () => { this.finish(false) }
+      signal.addEventListener('abort', this.onAbort, { once: true })
+    }
+  }
+
+  finish (ok: boolean): void {
+    if (this.finished) return
+    this.finished = true
+    this.timer?.cancel()
+    if (this.onAbort !== undefined) this.signal?.removeEventListener('abort', this.onAbort)
+    this.owner.dropWaiter(this)
+    this.resolve(ok)
   }
 }
 
@@ -918,10 +1028,14 @@ export function directlyReachable (b: Binding): boolean {
 
 /** A binding as published: no aor/node/contactHeader (see PublishedBinding), frozen arrays copied. */
 export function publishedBinding (b: Binding): PublishedBinding {
-  const { aor: _aor, node: _node, contactHeader: _ch, ...rest } = b
-  const w: PublishedBinding = { ...rest, path: [...b.path] }
-  if (b.received !== undefined) w.received = { ...b.received }
-  return w
+  // one object, the fields in the binding's order (as `{ ...rest }` would)
+  const w: Record<string, unknown> = {}
+  for (const k in b) {
+    if (k === 'aor' || k === 'node' || k === 'contactHeader') continue
+    const x = (b as unknown as Record<string, unknown>)[k]
+    w[k] = k === 'path' ? [...b.path] : k === 'received' && b.received !== undefined ? { ...b.received } : x
+  }
+  return w as unknown as PublishedBinding
 }
 
 /** Local ∪ remote, one binding per contact identity (the newer registration wins), lookup order. */

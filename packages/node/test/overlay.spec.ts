@@ -272,7 +272,8 @@ t.test('a refresh at an owner node skips the quorum pre-read and the quorum veri
   const r = c.nodes.get(owner)!.replication!
   t.equal(await registerAndWait(c, bob), 200)
   await run(c, 2000)
-  t.equal(r.stats.localReads, 0, 'a new AOR is read from the quorum')
+  t.equal(r.stats.localReads, 0, 'a new AOR is not read from the own replica')
+  t.equal(r.stats.blindWrites, 1, 'a new AOR at an owner holding nothing of it: written without the quorum pre-read')
   t.equal(r.stats.localVerifies, 1, 'written alone at an owner: verified against the own replica')
   const before = c.hub.stats.requests
   t.equal(await registerAndWait(c, bob, 900), 200, 'refresh')
@@ -291,6 +292,36 @@ t.test('a refresh at an owner node skips the quorum pre-read and the quorum veri
     t.equal(got.length, 0, `${id} finds no binding for bob`)
   }
   t.equal(r.stats.deleted, 1, 'a tombstone was written')
+})
+
+t.test('a new AOR written blind at an owner whose replica missed another node\'s portion: that portion survives', async t => {
+  const c = await fourNodes(10 + SEED)
+  t.teardown(() => shutdown(c))
+  const { owner } = ownerAndOther(c, BOB)
+  const key = aorKey(BOB)
+  const other = [...c.nodes.keys()].find(id => id !== owner)!
+  const desk = await phone(c, 'bob', '10.9.4.1', owner, 'tcp', '172.16.4.1')
+  const mobile = await phone(c, 'bob', '10.9.4.3', other, 'tcp', '172.16.4.3')
+  // the owner is cut off while the mobile registers at another node: its replica never sees that portion
+  for (const id of c.nodes.keys()) if (id !== owner) c.hub.partition(owner, id)
+  t.equal(await registerAndWait(c, mobile), 200, 'mobile registered (W = 2 without the cut owner)')
+  for (const id of c.nodes.keys()) if (id !== owner) c.hub.partition(owner, id, false)
+  t.equal(c.nodes.get(owner)!.overlay!.store.local(key), undefined, `${owner} holds nothing of bob`)
+  const ro = c.nodes.get(owner)!.replication!.stats
+  t.equal(await registerAndWait(c, desk), 200, 'desk registered at the owner')
+  t.equal(ro.blindWrites, 1, 'written without the quorum pre-read')
+  await run(c, 100) // before any verification (1 s) could repair anything
+  for (const id of c.nodes.get(owner)!.overlay!.store.owners(key)) {
+    if (id === owner) continue
+    const it = c.nodes.get(id)!.overlay!.store.local(key)
+    t.same(Object.keys((it?.value as { nodes: Record<string, unknown> } | undefined)?.nodes ?? {}).sort(), [owner, other].sort(), `${id}'s replica merged both portions`)
+  }
+  t.equal(c.nodes.get(other)!.replication!.stats.repairs, 0, 'no repair was needed')
+  await run(c, 1500)
+  for (const id of c.nodes.keys()) {
+    const b = await settle(c, c.nodes.get(id)!.replication!.lookup(BOB))
+    t.same(b.map(x => x.node).sort(), [owner, other].sort(), `${id} sees both attachment nodes`)
+  }
 })
 
 t.test('a blind refresh racing a second device at another node: both bindings survive', async t => {

@@ -228,6 +228,7 @@ function replicaStore (clock: SimClock, self: string) {
   const store = {
     maxTtl: 86_400_000,
     owners: () => owner ? [self, 'y', 'z'] : ['x', 'y', 'z'],
+    isOwner: () => owner,
     local: (key: string) => {
       const e = items.get(key)
       if (e === undefined) return undefined
@@ -270,7 +271,8 @@ t.test('owner of the key, AOR written alone: verified against the own replica; a
   const { r, reg, tick, calls, items } = await setupReplica()
   const K = aorKey(ALICE)
   await reg(1)
-  t.same(calls.splice(0), [`get ${K}`, `put ${K}`], 'a new AOR: quorum read, then write')
+  t.same(calls.splice(0), [`put ${K}`], 'a new AOR at an owner holding nothing of it: written without the quorum pre-read')
+  t.equal(r.stats.blindWrites, 1)
   await tick(1000)
   t.same(calls.splice(0), [], 'verification answered by the own replica')
   t.equal(r.stats.localVerifies, 1)
@@ -478,4 +480,37 @@ t.test('settled(aor): true once the AOR state as of the call is written, false o
   await r.stop(); await flush()
   t.equal(ok, false, 'false on stop')
   t.equal(await r.settled(ALICE, { timeoutMs: 10 }), false, 'stopped: false')
+})
+
+t.test('settled(aor) deadlines: one timer serves waiters in deadline order; a shorter deadline after a longer one times out on time', async t => {
+  const { clock, location, r, setFail } = await setup()
+  setFail(new QuorumError(0, 2, 'write')) // retried 100 and 200 ms later, given up at 300 ms: every waiter below times out first
+  const results = new Map<string, boolean>()
+  const wait = (label: string, aor: string, ms: number): void => { void r.settled(aor, { timeoutMs: ms }).then(v => { results.set(label, v) }) }
+  const reg = (aor: string, cseq: number): void => {
+    location.applyRegister(aor, { contacts: [{ contact: `sip:x@192.0.2.${cseq}`, expires: 60, node: 'me' }], callId: `c-${aor}`, cseq })
+  }
+  const A = 'sip:a@example.org'; const B = 'sip:b@example.org'; const C = 'sip:c@example.org'
+  reg(A, 1); reg(B, 1)
+  wait('a', A, 150); wait('b', B, 150)
+  await flush()
+  clock.advance(20); await flush()
+  reg(C, 1)
+  wait('c', C, 150)
+  wait('c-short', C, 30) // deadline before the queued ones: its own timer
+  await flush()
+  clock.advance(29); await flush()
+  t.same([...results.keys()], [], 'nothing due yet')
+  clock.advance(1); await flush()
+  t.same([...results.entries()], [['c-short', false]], 'the short deadline, on time')
+  clock.advance(99); await flush()
+  t.same([...results.keys()].sort(), ['c-short'], 'a and b not before 150 ms')
+  clock.advance(1); await flush()
+  t.same([...results.keys()].sort(), ['a', 'b', 'c-short'], 'a and b at 150 ms')
+  clock.advance(19); await flush()
+  t.notOk(results.has('c'))
+  clock.advance(1); await flush()
+  t.equal(results.get('c'), false, 'c at 20 + 150 ms')
+  t.ok([...results.values()].every(v => !v))
+  await r.stop()
 })

@@ -28,21 +28,30 @@ export class FrameError extends Error {
 export interface BadMessage { id: number, kind: 'req' | 'res', error: string }
 
 /**
- * JSON of frozen messages already encoded (a message sent to several peers, e.g. a batch of writes
- * for both remote owners, is encoded once). Only frozen messages are cached: their top level cannot
- * change between two sends (their senders do not mutate what they froze).
+ * UTF-8 JSON of frozen messages already encoded (a message sent to several peers, e.g. a batch of
+ * writes for both remote owners, is encoded once; each frame then copies its bytes). Only frozen
+ * messages are cached: their top level cannot change between two sends (their senders do not mutate
+ * what they froze).
  */
-const encoded = new WeakMap<object, string>()
+const encoded = new WeakMap<object, Buffer>()
 
 export function encodeFrame (frame: Frame, maxFrameSize = DEFAULT_MAX_FRAME_SIZE): Uint8Array {
-  let json: string
   if (Object.isFrozen(frame.msg)) {
     let m = encoded.get(frame.msg)
-    if (m === undefined) { m = JSON.stringify(frame.msg); encoded.set(frame.msg, m) }
-    json = `{"id":${frame.id},"kind":${JSON.stringify(frame.kind)},"msg":${m}}`
-  } else {
-    json = JSON.stringify(frame)
+    if (m === undefined) { m = Buffer.from(JSON.stringify(frame.msg), 'utf8'); encoded.set(frame.msg, m) }
+    // the envelope around the cached bytes, written in place (no string holding the whole frame)
+    const head = `{"id":${JSON.stringify(frame.id)},"kind":${JSON.stringify(frame.kind)},"msg":`
+    const headLen = Buffer.byteLength(head, 'utf8')
+    const len = headLen + m.length + 1
+    if (len > maxFrameSize) throw new FrameError('ERR_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${maxFrameSize}`)
+    const buf = Buffer.allocUnsafe(FRAME_HEADER + len)
+    buf.writeUInt32BE(len, 0)
+    buf.write(head, FRAME_HEADER, 'utf8')
+    m.copy(buf, FRAME_HEADER + headLen)
+    buf[FRAME_HEADER + len - 1] = 0x7d // }
+    return buf
   }
+  const json = JSON.stringify(frame)
   const len = Buffer.byteLength(json, 'utf8')
   if (len > maxFrameSize) throw new FrameError('ERR_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${maxFrameSize}`)
   const buf = Buffer.allocUnsafe(FRAME_HEADER + len)

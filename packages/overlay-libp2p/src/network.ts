@@ -295,6 +295,9 @@ export class Libp2pOverlayNetwork implements OverlayNetwork {
     for (const ch of [...this.all]) ch.abort(new OverlayUnreachableError('overlay network stopped'))
   }
 
+  /** Runs `fn` after this event-loop turn's I/O callbacks (`setImmediate`): the store's batching window. */
+  defer (fn: () => void): void { setImmediate(fn) }
+
   onRequest (handler: RequestHandler): () => void {
     this.handlers.push(handler)
     return () => { const i = this.handlers.indexOf(handler); if (i >= 0) this.handlers.splice(i, 1) }

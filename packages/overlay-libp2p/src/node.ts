@@ -199,6 +199,7 @@ export class Libp2pOverlay extends EventEmitter<Libp2pOverlayEvents> implements 
 
   send (to: PeerId, msg: OverlayMessage, opts?: SendOptions): Promise<OverlayMessage> { return this.network.send(to, msg, opts) }
   onRequest (handler: RequestHandler): () => void { return this.network.onRequest(handler) }
+  defer (fn: () => void): void { this.network.defer(fn) }
   stats (): OverlayNetworkStats { return { ...this.network.stats } }
 }
 

@@ -84,6 +84,14 @@ t.test('a frozen message is encoded once and reused for every frame that carries
   t.same(decodePayload(a.subarray(FRAME_HEADER)), { id: 1, kind: 'req', msg: { type: 'store.put', items: [item], hops: 2 } })
   t.same(decodePayload(b.subarray(FRAME_HEADER)), { id: 2, kind: 'req', msg: { type: 'store.put', items: [item], hops: 2 } })
   t.equal(Buffer.from(a.subarray(FRAME_HEADER)).toString(), JSON.stringify({ id: 1, kind: 'req', msg }), 'byte-identical to the plain encoding')
+  // multi-byte UTF-8 in a cached message: the length prefix counts bytes; the frame limit applies to the whole frame
+  const wide = Object.freeze({ type: 'store.put' as const, items: Object.freeze([{ ...item, json: '"é€😀"' }]) as never })
+  const w = encodeFrame({ id: 77, kind: 'res', msg: wide })
+  t.equal(w.length, FRAME_HEADER + Buffer.byteLength(JSON.stringify({ id: 77, kind: 'res', msg: wide })))
+  t.equal(Buffer.from(w).readUInt32BE(0), w.length - FRAME_HEADER)
+  t.same(decodePayload(w.subarray(FRAME_HEADER)), { id: 77, kind: 'res', msg: { type: 'store.put', items: [{ ...item, json: '"é€😀"' }] } })
+  t.throws(() => encodeFrame({ id: 78, kind: 'res', msg: wide }, w.length - FRAME_HEADER - 1), FrameError, 'one byte over the limit')
+  t.doesNotThrow(() => encodeFrame({ id: 78, kind: 'res', msg: wide }, w.length - FRAME_HEADER), 'exactly at the limit')
   // a mutable message is encoded afresh every time
   const m2 = { type: 'store.get' as const, key: 'k1' }
   encodeFrame({ id: 3, kind: 'req', msg: m2 })

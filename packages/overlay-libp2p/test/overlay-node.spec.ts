@@ -28,7 +28,18 @@ t.test('four overlay nodes on libp2p: join, replicate, survive a crash', async t
   await waitFor(() => overlays.every(o => !o.ringPending && o.ring.size === 4), 5000, 'rings built')
   for (let k = 0; k < 20; k++) await overlays[k % 4]!.store.put(`sip:user${k}@example.org`, { contact: `sip:user${k}@192.0.2.${k}` })
   for (let k = 0; k < 20; k++) t.same(await overlays[(k + 1) % 4]!.store.get(`sip:user${k}@example.org`), { contact: `sip:user${k}@192.0.2.${k}` })
-  const held = overlays.map(o => o.store.localKeys().length)
+  // writes issued from separate callbacks of one event-loop turn (as REGISTER datagrams are) go to each owner in one message
+  const o0 = overlays[0]!.store
+  const before = o0.stats.putMessages
+  const puts = await new Promise<Array<Promise<unknown>>>(resolve => {
+    const ps: Array<Promise<unknown>> = []
+    for (let k = 0; k < 8; k++) setImmediate(() => { ps.push(o0.put(`sip:batch${k}@example.org`, { contact: `sip:b${k}@192.0.2.99` })); if (ps.length === 8) resolve(ps) })
+  })
+  await Promise.all(puts)
+  const sent = o0.stats.putMessages - before
+  t.ok(sent >= 1 && sent <= 3, `8 writes from 8 callbacks: one store.put per remote owner (${sent} messages, at most 3 owners)`)
+  for (let k = 0; k < 8; k++) t.same(await overlays[(k + 2) % 4]!.store.get(`sip:batch${k}@example.org`), { contact: `sip:b${k}@192.0.2.99` })
+  const held = overlays.map(o => o.store.localKeys().length - (o.store.localKeys().filter(key => key.startsWith('sip:batch')).length))
   t.same(held.reduce((a, b) => a + b, 0), 60, `3 replicas of each of 20 keys (${held.join('/')})`)
   // crash one node: reads still reach a quorum
   await overlays[3]!.stop(); await nets[3]!.stop()
