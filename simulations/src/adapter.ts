@@ -74,8 +74,10 @@ export class InstrumentedHub extends SimOverlayHub {
 
   override request (from: PeerId, to: PeerId, msg: OverlayMessage, opts: SendOptions): Promise<OverlayMessage> {
     if (this.isUp(from)) this.count(msg)
-    return super.request(from, to, msg, opts).then(res => { this.count(res); return res })
+    return super.request(from, to, msg, opts)
   }
+
+  protected override responded (res: OverlayMessage): void { this.count(res) }
 
   /** Totals so far (a copy). */
   snapshot (): Map<string, TypeCounter> {

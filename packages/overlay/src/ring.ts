@@ -729,7 +729,13 @@ export class RingPlus extends LiveView {
   }
 
   protected copy (): Ring { return this.merged ? this.live.snapshotWith(this.extra) : this.live.snapshot() }
-  private get merged (): boolean { return !this.live.has(this.extra) }
+  private mergedAt = -1
+  private mergedNow = false
+  /** Is the extra member still missing from the live ring (checked once per live change)? */
+  private get merged (): boolean {
+    if (this.mergedAt !== this.live.version) { this.mergedAt = this.live.version; this.mergedNow = !this.live.has(this.extra) }
+    return this.mergedNow
+  }
 
   override get size (): number { return this._d.size + (this.merged ? 1 : 0) }
   override get members (): readonly PeerId[] { return this.merged ? this.materialize().members : this._d.members() }
@@ -739,11 +745,13 @@ export class RingPlus extends LiveView {
     if (!this.merged) return super.ownersAt(pos, r)
     if (!Number.isInteger(r) || r < 1) throw new RangeError(`replication factor must be a positive integer, got ${r}`)
     const d = this._d
-    // the extra member's first token at or after pos (cyclic), as a clockwise distance from pos
+    // the extra member's first token at or after pos (cyclic); clockwise order from pos compares
+    // (wrapped past 2^64, position) pairs, so no distance arithmetic is needed
     const t = this.toks
-    const q = t.find(x => x >= pos) ?? t[0]!
-    const dist = (x: bigint): bigint => x >= pos ? x - pos : RING_SIZE - pos + x
-    const dq = dist(q)
+    let qi = 0
+    while (qi < t.length && t[qi]! < pos) qi++
+    const qWrapped = qi === t.length
+    const q = t[qWrapped ? 0 : qi]!
     const out: PeerId[] = []
     let placed = false
     const x = d.successor(pos)
@@ -753,13 +761,21 @@ export class RingPlus extends LiveView {
       for (let k = 0; k < d.tokenCount && seen.length < want && out.length < r; k++, d.next(x)) {
         const o = d.ownerAt(x)
         if (seen.includes(o)) continue
-        const p = d.posAt(x)
-        if (!placed && (dist(p) > dq || (p === q && d.table.names[o]! > this.extra))) { out.push(this.extra); placed = true; if (out.length >= r) break }
+        if (!placed) {
+          const p = d.posAt(x)
+          const pWrapped = p < pos
+          if (pWrapped !== qWrapped ? pWrapped : p > q || (p === q && d.table.names[o]! > this.extra)) { out.push(this.extra); placed = true; if (out.length >= r) break }
+        }
         seen.push(o); out.push(d.table.names[o]!)
       }
     }
     if (!placed && out.length < r) out.push(this.extra)
-    return out.slice(0, r)
+    return out.length > r ? out.slice(0, r) : out
+  }
+
+  /** Anti-entropy partners of another member: the live ring's (no copy); of the extra member: exact. */
+  override replicaPeers (member: PeerId, r: number): PeerId[] {
+    return member === this.extra && this.merged ? super.replicaPeers(member, r) : this.live.replicaPeers(member, r)
   }
 
 }
@@ -773,14 +789,29 @@ export class RingMinus extends LiveView {
   constructor (live: LiveRing, readonly missing: PeerId) { super(live) }
 
   private slot (): number | undefined {
-    const s = this._d.table.slots.get(this.missing)
-    return s !== undefined && this._d.hasSlot(s) ? s : undefined
+    if (this.slotAt !== this.live.version) {
+      this.slotAt = this.live.version
+      const s = this._d.table.slots.get(this.missing)
+      this.slotNow = s !== undefined && this._d.hasSlot(s) ? s : undefined
+    }
+    return this.slotNow
   }
+
+  private slotAt = -1
+  private slotNow: number | undefined
 
   protected copy (): Ring { return this.live.has(this.missing) ? this.live.snapshotWithout(this.missing) : this.live.snapshot() }
 
-  override get size (): number { return this._d.size - (this.live.has(this.missing) ? 1 : 0) }
-  override get members (): readonly PeerId[] { return this.live.has(this.missing) ? this.materialize().members : this._d.members() }
+  override get size (): number { return this._d.size - (this.slot() !== undefined ? 1 : 0) }
+  override get members (): readonly PeerId[] { return this.slot() !== undefined ? this.materialize().members : this._d.members() }
+
+  /**
+   * Anti-entropy partners: the live ring's, without the missing member (no copy of the ring; a member
+   * that the missing one displaced from a range is not among them — a partner is picked from these).
+   */
+  override replicaPeers (member: PeerId, r: number): PeerId[] {
+    return member === this.missing ? [] : this.live.replicaPeers(member, r).filter(p => p !== this.missing)
+  }
   override has (m: PeerId): boolean { return m !== this.missing && this.live.has(m) }
 
   override ownersAt (pos: bigint, r: number): PeerId[] {

@@ -91,6 +91,9 @@ export class SimOverlayHub {
 
   private lost (): boolean { return this.loss > 0 && this.rng.next() < this.loss }
 
+  /** A response reached its requester (before the request's promise resolves): a hook for counting. */
+  protected responded (_res: OverlayMessage): void {}
+
   /** @internal */
   request (from: PeerId, to: PeerId, msg: OverlayMessage, opts: SendOptions): Promise<OverlayMessage> {
     this.stats.requests++
@@ -128,7 +131,7 @@ export class SimOverlayHub {
           try { back = this.pass(res) } catch (err) {
             back = { type: 'error', code: 'ERR_ENCODE', message: `response cannot be encoded: ${String(err)}` }
           }
-          this.clock.setTimer(this.delay(), () => { finish(() => { resolve(back) }) })
+          this.clock.setTimer(this.delay(), () => { finish(() => { this.responded(back); resolve(back) }) })
         })
       })
     })
