@@ -1,6 +1,6 @@
 // CPU per REGISTER through a 3-node overlay, without SIPp and without separate processes (not a test):
 //
-//   node --import tsx --conditions=sipring-source test/bench/overlay-cpu.ts [N] [window] [--profile file] [--signed] [--rounds k] [--spread]
+//   node --import tsx --conditions=sipring-source test/bench/overlay-cpu.ts [N] [window] [--profile file [--profile-round refresh]] [--signed] [--rounds k] [--spread]
 //
 // Three `startDaemon`s in this process (system clock, pino at error level, classic-level in temp dirs,
 // libp2p TCP on 127.0.0.1, R = 3, W = 2), each with an in-memory UDP transport. N REGISTERs of distinct
@@ -44,6 +44,9 @@ const signed = process.argv.includes('--signed')
 const spread = process.argv.includes('--spread')
 const profIdx = process.argv.indexOf('--profile')
 const profile = profIdx > 0 ? process.argv[profIdx + 1] : undefined
+// --profile-round refresh: profile (and --heap) the first 'refresh' round instead of the first 'new AORs' round
+const profRoundIdx = process.argv.indexOf('--profile-round')
+const profRound = profRoundIdx > 0 ? process.argv[profRoundIdx + 1] : 'new AORs'
 // --heap file: sampling heap profile of everything allocated in the 'new AORs' round (collected objects included)
 const heapIdx = process.argv.indexOf('--heap')
 const heapFile = heapIdx > 0 ? process.argv[heapIdx + 1] : undefined
@@ -148,9 +151,9 @@ for (const u of udps) {
 
 async function round (label: string, prefix: string, cseq: number): Promise<number> {
   answered = 0; failed = 0; codes.clear(); lat = []
-  const session = profile !== undefined && label === 'new AORs' && prefix === 'n' ? new Session() : undefined
+  const session = profile !== undefined && label === profRound && prefix === 'n' ? new Session() : undefined
   if (session !== undefined) { session.connect(); await session.post('Profiler.enable'); await session.post('Profiler.start') }
-  const heapSession = heapFile !== undefined && label === 'new AORs' && prefix === 'n' ? new Session() : undefined
+  const heapSession = heapFile !== undefined && label === profRound && prefix === 'n' ? new Session() : undefined
   if (heapSession !== undefined) {
     heapSession.connect()
     await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true } as object)
@@ -198,7 +201,7 @@ if (ROUNDS > 1) {
   console.log(`median of ${ROUNDS} rounds: new AORs ${median(perRound['new AORs']!).toFixed(0)} CPU-µs per REGISTER (min ${Math.min(...perRound['new AORs']!).toFixed(0)}), refresh ${median(perRound.refresh!).toFixed(0)} (min ${Math.min(...perRound.refresh!).toFixed(0)})`)
 }
 const st = daemons.map(d => ({ r: d.node.replication?.stats, s: d.node.overlay?.store.getStats() as unknown as Record<string, number>, n: d.overlay }))
-console.log(`per node: ${JSON.stringify(st.map(({ r, s, n }) => ({ published: r?.published, localReads: r?.localReads, blindWrites: r?.blindWrites, localVerifies: r?.localVerifies, repairs: r?.repairs, publishErrors: r?.publishErrors, putMessages: s.putMessages, getMessages: s.getMessages, dbBatches: s.dbBatches, overlayRequestsSent: n?.stats().requestsSent })))}`)
+console.log(`per node: ${JSON.stringify(st.map(({ r, s, n }) => ({ published: r?.published, localReads: r?.localReads, blindWrites: r?.blindWrites, localVerifies: r?.localVerifies, repairs: r?.repairs, publishErrors: r?.publishErrors, putMessages: s.putMessages, fastMerges: s.fastMerges, merges: r?.merges, getMessages: s.getMessages, dbBatches: s.dbBatches, overlayRequestsSent: n?.stats().requestsSent })))}`)
 await Promise.all(daemons.map(async d => { await d.stop() }))
 for (const d of dirs) rmSync(d, { recursive: true, force: true })
 process.exit(0)

@@ -1,7 +1,7 @@
 // Overlay benchmarks, not part of `npm test`:
 //
 //   node --import tsx test/bench/overlay.ts [--part register,lookup,ram] [--rates 600,1200,2400,3600,4800,6000]
-//        [--seconds 5] [--lookups 2000] [--bindings 50000]
+//        [--seconds 5] [--lookups 2000] [--bindings 50000] [--refresh]
 //
 // register: REGISTER/s of a single node (no overlay) next to a 3-node overlay with R = 3 (W = 2), same
 //   machine, same method: three SIPp instances at rate/3 each (for the overlay one per node, for the
@@ -37,6 +37,7 @@ const { values: args } = parseArgs({
     lookups: { type: 'string', default: '2000' },
     bindings: { type: 'string', default: '50000' },
     only: { type: 'string', default: 'single,overlay' },
+    refresh: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false }
   }
 })
@@ -45,13 +46,17 @@ const rates = args.rates!.split(',').map(Number)
 const seconds = Number(args.seconds)
 const INSTANCES = 3
 const only = new Set(args.only!.split(','))
+// --refresh: every step registers the same users again (refreshes: the steady state of a campus),
+// registered once beforehand at `PRE_RATE` per SIPp instance; default: distinct users per step (new AORs)
+const refresh = args.refresh === true
+const PRE_RATE = 1000
 
 interface Step { target: number, achieved: number, ok: boolean, failed: number, successful: number, p50: number, p99: number, cpuPct: number, cpuMsPerRegister: number, wallMs: number, drainMs?: number, replicated?: number, note?: string }
 
 async function registerStep (label: string, targets: TestServer[], rate: number, run: number, tmp: string): Promise<{ step: Step, users: string[][] }> {
   const per = Math.ceil(rate / INSTANCES)
   const calls = per * seconds
-  const users = Array.from({ length: INSTANCES }, (_, i) => userNames(`${label}s${run}i${i}u`, calls))
+  const users = Array.from({ length: INSTANCES }, (_, i) => userNames(refresh ? `${label}ri${i}u` : `${label}s${run}i${i}u`, calls))
   const pids = (await Promise.all(targets.map(s => processTree(s.pid)))).flat()
   const cpu0 = await cpuSeconds(pids)
   const t0 = Date.now()
@@ -76,6 +81,25 @@ async function registerStep (label: string, targets: TestServer[], rate: number,
   return { step, users }
 }
 
+/** --refresh: register every user the steps will use (the most a step needs), unmeasured. */
+async function preRegister (label: string, targets: TestServer[], tmp: string): Promise<void> {
+  if (!refresh) return
+  const calls = Math.ceil(Math.max(...rates) / INSTANCES) * seconds
+  const t0 = Date.now()
+  const results = await Promise.all(Array.from({ length: INSTANCES }, async (_, i) => {
+    const csv = join(tmp, `${label}-pre-${i}.csv`)
+    writeUsersCsv(csv, userNames(`${label}ri${i}u`, calls))
+    return await runSipp({
+      scenario: scenario('register'), remote: targets[i % targets.length]!.udp!, transport: 'u1', calls, rate: PRE_RATE, limit: 500,
+      inf: csv, keys: { domain: DOMAIN, contact: '127.0.0.1:9', expires: '3600' }, recvTimeoutMs: 5000, timeoutMs: (calls / PRE_RATE + 60) * 1000
+    })
+  }))
+  const ok = results.reduce((s, r) => s + r.successful, 0)
+  console.log(`  ${label}: ${ok} users registered beforehand in ${Date.now() - t0} ms (--refresh: every step refreshes them)`)
+  if (ok !== calls * INSTANCES) throw new Error(`--refresh: only ${ok} of ${calls * INSTANCES} users registered beforehand`)
+  await sleep(2000)
+}
+
 function show (label: string, s: Step): void {
   console.log(`  ${label} ${String(s.target).padStart(5)}/s: achieved ${String(s.achieved).padStart(5)}/s ok=${s.successful} failed=${s.failed} p50=${s.p50}ms p99=${s.p99}ms cpu(all daemons)=${s.cpuPct}% (${s.cpuMsPerRegister} ms/REGISTER)` +
     `${s.drainMs !== undefined ? ` publishes drained ${s.drainMs} ms after the last 200 (${s.replicated}/s replicated)` : ''} ${s.ok ? 'PASS' : `FAIL (${s.note ?? ''})`} load=${loadavg()[0]!.toFixed(1)}`)
@@ -90,6 +114,7 @@ async function registerPart (): Promise<Record<string, unknown>> {
     const port = await freePort()
     const single = await startSipring({ listen: [{ proto: 'udp', host: '127.0.0.1', port }], logLevel: 'error' })
     try {
+      await preRegister('one', [single], tmp.dir)
       let run = 0
       for (const rate of rates) {
         let r = await registerStep('one', [single], rate, ++run, tmp.dir)
@@ -110,6 +135,7 @@ async function registerPart (): Promise<Record<string, unknown>> {
     nodes.push(...await Promise.all(specs.slice(1).map(s => startOverlayNode(s, [nodes[0]!.joinAddr]))))
     try {
       await waitUntil('a ring of 3', () => ringAgrees(nodes, nodes.map(n => n.id)), 20_000)
+      await preRegister('ovl', nodes.map(n => n.server), tmp.dir)
       let run = 0
       for (const rate of rates) {
         const attempt = async (): Promise<Step> => {

@@ -52,7 +52,7 @@
  */
 import type { Binding, Clock, Logger, Timer } from '@sipring/interface'
 import { contactKey, type LocationEvent, type LocationStore } from '@sipring/location'
-import type { MergeContext, PeerId, ReplicatedStore, Version, WireItem } from '@sipring/overlay'
+import type { MergeContext, PeerId, ReplicatedStore, ValueMerge, Version, WireItem } from '@sipring/overlay'
 import { hostEquals, isIPv4, isIPv6, parseUri } from '@sipring/sip'
 
 /** Key of an AOR's item in the replicated store. */
@@ -145,6 +145,106 @@ function portionShapeOk (id: string, p: unknown, limits: ReplicationLimits): p i
   return id.length > 0 && id.length <= limits.maxStringLength && isObj(p) && typeof p.uri === 'string' && p.uri.length <= limits.maxStringLength &&
     /^sips?:/i.test(p.uri) && Array.isArray(p.v) && p.v.length === 2 && isNum(p.v[0]) && isNum(p.v[1]) && Array.isArray(p.b) &&
     (p.x === undefined || isNum(p.x))
+}
+
+const AOR_HEAD = '{"v":1,"nodes":{'
+
+/**
+ * The portions' ids and versions of an AOR value's JSON text, without decoding it: `ids[i]` has
+ * version [`v[2i]`, `v[2i+1]`]. Reads the compact form JSON.stringify writes (`{"v":1,"nodes":{…}}`,
+ * no white space); any other text — white space, escaped ids, a duplicate id or version, no version,
+ * anything after the nodes — gives undefined (the caller decodes it instead).
+ */
+export function portionVersions (s: string): { ids: string[], v: number[] } | undefined {
+  // the last text read, by identity (a coordinator reads its replica's text for the blind refresh,
+  // then merges its write into that same text): callers only read the answer
+  if (s === lastIndexed.text) return lastIndexed.index
+  const index = readPortionVersions(s)
+  lastIndexed.text = s; lastIndexed.index = index
+  return index
+}
+const lastIndexed: { text: string | undefined, index: { ids: string[], v: number[] } | undefined } = { text: undefined, index: undefined }
+
+function readPortionVersions (s: string): { ids: string[], v: number[] } | undefined {
+  if (!s.startsWith(AOR_HEAD)) return undefined
+  const ids: string[] = []; const v: number[] = []
+  const len = s.length
+  let i = AOR_HEAD.length
+  if (s.charCodeAt(i) === 125) i++ // '}': no portion
+  else {
+    for (;;) {
+      if (s.charCodeAt(i) !== 34) return undefined // '"'
+      const k = s.indexOf('"', i + 1)
+      if (k < 0) return undefined
+      const id = s.slice(i + 1, k)
+      if (id.includes('\\') || ids.includes(id)) return undefined
+      i = k + 1
+      if (s.charCodeAt(i) !== 58 || s.charCodeAt(i + 1) !== 123) return undefined // ':{'
+      i++
+      // the portion object: its "v" member (depth 1) and its end
+      let depth = 0; let found = false
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i)
+        if (c === 34) {
+          const at = i
+          i = closingQuote(s, i)
+          if (i < 0) return undefined
+          // the key "v" of the portion itself: [ms,seq]
+          if (depth === 1 && i === at + 2 && s.charCodeAt(at + 1) === 118 && s.charCodeAt(i + 1) === 58) {
+            if (found || s.charCodeAt(i + 2) !== 91) return undefined
+            const comma = s.indexOf(',', i + 3); const end = s.indexOf(']', i + 3)
+            if (comma < 0 || end < 0 || comma > end) return undefined
+            const m = jsonNumber(s, i + 3, comma); const q = jsonNumber(s, comma + 1, end)
+            if (Number.isNaN(m) || Number.isNaN(q)) return undefined
+            v.push(m, q); found = true
+            i = end // its ']' closes the array opened (not counted)
+          }
+        } else if (c === 123 || c === 91) depth++
+        else if (c === 125 || c === 93) {
+          if (--depth === 0) { i++; break }
+        }
+      }
+      if (!found || depth !== 0) return undefined
+      ids.push(id)
+      const c = s.charCodeAt(i)
+      if (c === 44) { i++; continue } // ','
+      if (c === 125) { i++; break } // '}'
+      return undefined
+    }
+  }
+  return i === len - 1 && s.charCodeAt(i) === 125 ? { ids, v } : undefined
+}
+
+/** The finite number that `s` spells from `a` to `b` (a JSON number), NaN for anything else. */
+function jsonNumber (s: string, a: number, b: number): number {
+  if (b <= a) return NaN
+  let n = 0
+  if (b - a <= 15) {
+    // the usual case: digits only (exact below 2^53)
+    let i = a
+    for (; i < b; i++) {
+      const c = s.charCodeAt(i) - 48
+      if (c < 0 || c > 9) break
+      n = n * 10 + c
+    }
+    if (i === b) return n
+  }
+  const t = s.slice(a, b)
+  n = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/.test(t) ? Number(t) : NaN
+  return Number.isFinite(n) ? n : NaN
+}
+
+/** Index of the '"' closing the JSON string that opens at `i`; -1 if none. */
+function closingQuote (s: string, i: number): number {
+  let e = s.indexOf('"', i + 1)
+  while (e > 0 && s.charCodeAt(e - 1) === 92) {
+    // preceded by backslashes: escaped when there is an odd number of them
+    let n = 0
+    for (let j = e - 1; s.charCodeAt(j) === 92; j--) n++
+    if (n % 2 === 0) break
+    e = s.indexOf('"', e + 1)
+  }
+  return e
 }
 
 /** Order of two portions of one node: version [ms, seq], then (same version, different content) their JSON text. */
@@ -270,6 +370,13 @@ function fingerprint (list: readonly Binding[]): string {
   return list.map(b => `${bindingIdentity(b)}|${b.expires}|${b.callId}|${b.cseq}`).sort().join('\n')
 }
 
+/** The value of a store item carrying it decoded (`value`) or as JSON text (`json`); undefined for none or bad text. */
+function itemValueOf (it: WireItem<ReplicaValue>): ReplicaValue | undefined {
+  if (it.json === undefined) return it.value
+  if (it.json === '') return undefined
+  try { return JSON.parse(it.json) as ReplicaValue } catch { return undefined }
+}
+
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
 const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
 
@@ -355,7 +462,11 @@ export class LocationReplicator {
     if (!(this.tombstoneTtl > 0)) throw new RangeError('portionTombstoneTtl must be > 0')
     this.routes.set(this.self, this.uri)
     // the replicas merge AOR items portion by portion: a write without some node's portion cannot erase it
-    if (typeof this.store.setMerge === 'function') this.store.setMerge(AOR_PREFIX, (a, b, key, ctx) => this.mergeValues(a, b, key, ctx))
+    if (typeof this.store.setMerge === 'function') {
+      const merge: ValueMerge<ReplicaValue> = (a, b, key, ctx) => this.mergeValues(a, b, key, ctx)
+      merge.dominates = (incoming, storedJson, key, ctx) => this.dominates(incoming, storedJson, key, ctx)
+      this.store.setMerge(AOR_PREFIX, merge)
+    }
   }
 
   /**
@@ -383,16 +494,7 @@ export class LocationReplicator {
     if (an === bn) {
       // one value merged with itself (the store validating a value that arrived with nothing stored):
       // the value itself when every portion is usable and valid (the common case), else the merge below.
-      // Signatures as below: the incoming value's sender's own portion (all of them for this node's
-      // own writes) is taken on the network's authentication, the others are verified.
-      const from = ctx !== undefined && ctx.incoming === newer ? ctx.from : undefined
-      let n = 0; let ok = true
-      for (const id in an) {
-        const p = an[id]
-        if (++n > this.limits.maxNodesPerAor || p === undefined || !portionShapeOk(id, p, this.limits) || !(portionExpiry(p) > now) ||
-            (this.signer !== undefined && !(from !== undefined && (from === this.self || id === from)) && !this.verifyPortion(aor, id, p))) { ok = false; break }
-      }
-      if (ok) return newer
+      if (this.allValid(an, aor, ctx !== undefined && ctx.incoming === newer ? ctx.from : undefined, now)) return newer
     }
     const usable = (id: string, p: unknown): p is PublishedPortion & Record<string, unknown> =>
       p !== undefined && portionShapeOk(id, p, this.limits) && portionExpiry(p) > now
@@ -446,6 +548,49 @@ export class LocationReplicator {
     if (isA) return newer
     if (isB) return older
     return { v: 1, nodes: out }
+  }
+
+  /**
+   * Is every portion of `nodes` (a value that arrived from `from`) usable and valid: at most
+   * `maxNodesPerAor`, well formed, live, and with a signer validly signed — the sender's own portion
+   * (all of them for this node's own writes) is taken on the network's authentication, the others
+   * are verified (as in `mergeValues`).
+   */
+  private allValid (nodes: Record<PeerId, unknown>, aor: string, from: PeerId | undefined, now: number): boolean {
+    let n = 0
+    for (const id in nodes) {
+      const p = nodes[id]
+      if (++n > this.limits.maxNodesPerAor || p === undefined || !portionShapeOk(id, p, this.limits) || !(portionExpiry(p) > now) ||
+          (this.signer !== undefined && !(from !== undefined && (from === this.self || id === from)) && !this.verifyPortion(aor, id, p))) return false
+    }
+    return true
+  }
+
+  /**
+   * The store's fast path before `mergeValues` (`ValueMerge.dominates`): is the merge of `incoming`
+   * (arrived from `ctx.from`) with the stored value, given as its JSON text, `incoming` itself? True
+   * when every portion stored has a strictly newer version in `incoming` and every portion of
+   * `incoming` is usable and valid (`allValid`): then `mergeValues` picks every incoming portion and
+   * nothing else. The stored text is not decoded: only its portions' ids and versions are read
+   * (`portionVersions`); a text of another shape answers false (the full merge decides).
+   */
+  dominates (incoming: ReplicaValue, storedJson: string, key: string, ctx: MergeContext<ReplicaValue>): boolean {
+    const an = isObj(incoming) && isObj((incoming as { nodes?: unknown }).nodes) ? (incoming as AorValue).nodes as Record<PeerId, unknown> : undefined
+    if (an === undefined) return false
+    const idx = portionVersions(storedJson)
+    // no portion stored (rare): the full merge (it keeps the stored item when both are empty)
+    if (idx === undefined || idx.ids.length === 0) return false
+    for (let i = 0; i < idx.ids.length; i++) {
+      const p = an[idx.ids[i]!]
+      if (!isObj(p) || !Array.isArray(p.v) || p.v.length !== 2) return false
+      const m = p.v[0] as unknown; const q = p.v[1] as unknown
+      const sm = idx.v[2 * i]!; const sq = idx.v[2 * i + 1]!
+      if (!isNum(m) || !isNum(q) || !(m > sm || (m === sm && q > sq))) return false
+    }
+    const aor = key.startsWith(AOR_PREFIX) ? key.slice(AOR_PREFIX.length) : key
+    if (!this.allValid(an, aor, ctx.from, this.clock.now())) return false
+    this.stats.merges++
+    return true
   }
 
   /** Does `p` carry a valid signature of node `id` for `aor`? Memoized (8,192 entries). */
@@ -832,11 +977,16 @@ export class LocationReplicator {
       const blind = cached === undefined && sure && this.ownsNothing(key)
       if (cached !== undefined) this.stats.localReads++
       if (blind) this.stats.blindWrites++
-      const raw = cached !== undefined ? cached.value : blind ? undefined : await this.store.get(key, MINIMAL)
+      let local = cached !== undefined ? this.location.lookup(aor) : undefined
+      // a refresh of an AOR held alone: the own replica's text need not be decoded when it cannot hold
+      // exactly what usrloc holds (some binding's expiry is not in it): no other portion to copy, no
+      // unchanged check to make
+      const changed = cached?.json !== undefined && local !== undefined && local.length > 0 && !local.every(b => cached.json!.includes(`"expires":${b.expires}`))
+      const raw = changed ? undefined : cached !== undefined ? itemValueOf(cached) : blind ? undefined : await this.store.get(key, MINIMAL)
       const now = this.clock.now()
       const cur = raw === undefined ? undefined : parseValue(raw, this.limits, now, () => { this.stats.rejected++ }, aor, this.portionCheck(aor))
       const rawNodes = isObj(raw) && isObj((raw as { nodes?: unknown }).nodes) ? (raw as AorValue).nodes as Record<PeerId, SignedPortion> : undefined
-      const local = this.location.lookup(aor)
+      if (local === undefined) local = this.location.lookup(aor)
       seen = this.changeSeq // every change up to here is in `local`
       this.reading.set(aor, seen)
       const nodes: Record<PeerId, PublishedPortion> = {}
@@ -925,13 +1075,19 @@ export class LocationReplicator {
    */
   private soleOwnItem (key: string, fresh: boolean): WireItem<ReplicaValue> | undefined {
     if (this.trustLocalFor <= 0 || typeof this.store.local !== 'function') return undefined
-    const it = this.store.local(key)
+    // the stored text when the store gives it (its portion ids read without decoding it), else the value
+    const it = typeof this.store.localText === 'function' ? this.store.localText(key) : this.store.local(key)
     if (it === undefined || it.version.origin !== this.self || it.version.updated < this.startedAt) return undefined
     if (fresh && (it.deleted || this.clock.now() - it.version.updated > this.trustLocalFor)) return undefined
     if (!it.deleted) {
-      const v = it.value
-      if (!isObj(v) || !isObj(v.nodes)) return undefined
-      for (const id in v.nodes) if (id !== this.self) return undefined
+      const idx = it.json !== undefined ? portionVersions(it.json) : undefined
+      if (idx !== undefined) {
+        for (const id of idx.ids) if (id !== this.self) return undefined
+      } else {
+        const v = itemValueOf(it)
+        if (!isObj(v) || !isObj(v.nodes)) return undefined
+        for (const id in v.nodes) if (id !== this.self) return undefined
+      }
     }
     if (!(typeof this.store.isOwner === 'function' ? this.store.isOwner(key) : this.store.owners(key).includes(this.self))) return undefined
     return it

@@ -2,11 +2,12 @@
  * A simulated cluster of super nodes sharing one location service over a SimOverlayHub, and
  * minimal user agents on a SimNetwork — all on one SimClock, seeded.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Destination, Source, TransportProtocol } from '@sipring/interface'
 import { SimClock, SeededRng, SimNetwork, MemoryLogger, type SimTransport } from '@sipring/testkit'
 import { parseMessage, serialize, SipRequest, SipResponse, type SipMessage } from '@sipring/sip'
 import { createHasher, drive, SimOverlayHub, type PeerId } from '@sipring/overlay'
-import { createSuperNode, type SuperNode, type SuperNodeOverlayInit } from '../src/index.js'
+import { createSuperNode, type PortionSigner, type SuperNode, type SuperNodeOverlayInit } from '../src/index.js'
 
 export const hasher = await createHasher()
 
@@ -226,4 +227,13 @@ export async function registerAndWait (c: Cluster, p: Phone, expires = 600): Pro
   await send(p, register(p, expires))
   await until(c, () => responses(p, 'REGISTER').length > before, 5000, 5)
   return responses(p, 'REGISTER')[before]?.status ?? 0
+}
+
+/** HMAC keyed by the node id: a deterministic portion signer without key material (the Ed25519 signer is tested in overlay-libp2p). */
+export function hmacSigner (self: string): PortionSigner {
+  const mac = (id: string, d: Uint8Array): Buffer => createHmac('sha256', `key-of-${id}`).update(d).digest()
+  return {
+    sign: d => mac(self, d),
+    verify: (id, d, sig) => { const m = mac(id, d); return sig.length === m.length && timingSafeEqual(m, sig) }
+  }
 }

@@ -1,8 +1,7 @@
 import t from 'tap'
-import { createHmac, timingSafeEqual } from 'node:crypto'
-import { aorKey, portionBytes, type AorValue, type PortionSigner, type ReplicaValue, type SignedPortion } from '../src/index.js'
+import { aorKey, portionBytes, type AorValue, type ReplicaValue, type SignedPortion } from '../src/index.js'
 import type { ReplicatedStore } from '@sipring/overlay'
-import { fourNodes as fourNodesOf, phone, registerAndWait, run, settle, shutdown, type Cluster } from './overlay-helpers.js'
+import { fourNodes as fourNodesOf, hmacSigner, phone, registerAndWait, run, settle, shutdown, type Cluster } from './overlay-helpers.js'
 
 // Binding writes only from the attachment node, part 3: the replicas merge an AOR item portion by
 // portion (each node's portion with the higher [ms, seq] among validly signed ones), so an admitted
@@ -11,15 +10,6 @@ import { fourNodes as fourNodesOf, phone, registerAndWait, run, settle, shutdown
 
 const BOB = 'sip:bob@example.org'
 const K = aorKey(BOB)
-
-/** HMAC keyed by the node id: deterministic, no key material (the Ed25519 signer is tested in overlay-libp2p). */
-function hmacSigner (self: string): PortionSigner {
-  const mac = (id: string, d: Uint8Array): Buffer => createHmac('sha256', `key-of-${id}`).update(d).digest()
-  return {
-    sign: d => mac(self, d),
-    verify: (id, d, sig) => { const m = mac(id, d); return sig.length === m.length && timingSafeEqual(m, sig) }
-  }
-}
 
 async function fourNodes (seed: number, signed: boolean): Promise<Cluster> {
   return await fourNodesOf(seed, { records: false, overlay: id => signed ? { signer: hmacSigner(id) } : {} })

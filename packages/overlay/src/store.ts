@@ -58,7 +58,17 @@ export function mergeItem<T extends WireItem> (a: T | undefined, b: T | undefine
  * commutative, associative and idempotent in content (replicas merge in any order) and must not
  * throw (a throw falls back to last-writer-wins).
  */
-export type ValueMerge<V = unknown> = (newer: V, older: V, key: string, ctx?: MergeContext<V>) => V
+export interface ValueMerge<V = unknown> {
+  (newer: V, older: V, key: string, ctx?: MergeContext<V>): V
+  /**
+   * Optional fast path, tried before the merge when a live value arrives for a key that holds a live
+   * value: true when the join of `incoming` with the stored value (given as its JSON text, not decoded)
+   * is `incoming` itself in content (then the store keeps `incoming`'s text without decoding the stored
+   * one); false: unknown, the store decodes both and calls the merge. Must never be true when the merge
+   * would give anything else; must not throw.
+   */
+  dominates?: (incoming: V, storedJson: string, key: string, ctx: MergeContext<V>) => boolean
+}
 
 /**
  * Where one of the two merged values came from (absent: unknown, check both). The other value is
@@ -94,8 +104,8 @@ export interface StoreComponents {
 
 export interface StoreInit {
   /**
-   * Memoize each stored entry's ring position (weakly, per entry) for the handoff and anti-entropy
-   * walks. Saves hashing every key again at each walk, costs ≈ 60–80 B per entry walked. Default
+   * Memoize each stored entry's ring position (on the entry) for the handoff and anti-entropy
+   * walks. Saves hashing every key again at each walk, costs ≈ 40–60 B per entry walked. Default
    * false (a daemon walks rarely and counts bytes per binding); the simulator turns it on.
    */
   cachePositions?: boolean
@@ -316,6 +326,8 @@ export interface StoreStats {
   handoffInterrupted: number
   /** Handoffs resumed after an interruption. */
   handoffResumed: number
+  /** Incoming values of merged keys stored without decoding the stored value (`ValueMerge.dominates`). */
+  fastMerges: number
 }
 
 /**
@@ -350,7 +362,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private ring: Ring | undefined
   /** Anti-entropy partners under `ring` (members sharing a replicated range), cached per ring. */
   private peersOf: { ring: Ring, peers: PeerId[] } | undefined
-  private readonly items = new Map<string, Entry>()
+  private readonly items: Map<string, Entry>
   private readonly origins = new Map<string, PeerId>()
   private hlc = { updated: 0, counter: 0 }
   private running = false
@@ -375,7 +387,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** Value-merge hooks by key prefix (empty: every key is last-writer-wins, the plain path). */
   private readonly merges: Array<[string, ValueMerge<V>]> = []
   private handoffChain: Promise<void> = Promise.resolve()
-  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0 }
+  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0, fastMerges: 0 }
 
   constructor (components: StoreComponents, init: StoreInit = {}) {
     super()
@@ -396,7 +408,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const buckets = init.digestBuckets ?? 256
     this.bucketBits = Math.log2(buckets)
     this.maxBatch = init.maxItemsPerMessage ?? 500
-    this.walkPos = init.cachePositions === true ? new WeakMap() : undefined
+    this.cachePos = init.cachePositions === true
+    this.items = this.cachePos ? new KeyTrackingMap<string, Entry>() : new Map<string, Entry>()
     this.maxKeyLength = init.maxKeyLength ?? 1024
     this.maxLocalItems = init.maxLocalItems ?? 1_000_000
     this.maxSkew = init.maxClockSkew ?? 60_000
@@ -570,7 +583,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
    * of a key with a merge hook; then the hook's join, as the greater item itself when the join
    * equals it, else as a new item with a version above both and the later expiry.
    */
-  private join (a: WireItem<V> | undefined, b: WireItem<V> | undefined, from?: PeerId): WireItem<V> | undefined {
+  private join (a: WireItem<V> | undefined, b: WireItem<V> | undefined, from?: PeerId, bValue?: V): WireItem<V> | undefined {
     if (a === undefined) return b
     if (b === undefined) return a
     const fn = a.deleted || b.deleted ? undefined : this.mergeOf(a.key)
@@ -580,7 +593,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     const hi = c > 0 ? a : b; const lo = c > 0 ? b : a
     let hv: V | undefined; let m: V
     try {
-      hv = itemValue(hi); const lv = itemValue(lo)
+      // `bValue`: `b`'s value already decoded
+      hv = bValue !== undefined && hi === b ? bValue : itemValue(hi); const lv = bValue !== undefined && lo === b ? bValue : itemValue(lo)
       if (hv === undefined || lv === undefined) return hi
       // `b` is the item that arrived (from `from`)
       m = from === undefined ? fn(hv, lv, hi.key) : fn(hv, lv, hi.key, { incoming: b === hi ? hv : lv, from })
@@ -931,8 +945,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return w
   }
 
-  /** `local(key)` with the value as text (`json`), for answers and merges. */
-  private localText (key: string): WireItem<V> | undefined {
+  /** `local(key)` with the value as its stored JSON text (`json`, not decoded), for answers, merges and cheap local checks. */
+  localText (key: string): WireItem<V> | undefined {
     const e = this.items.get(key)
     if (e === undefined || e.expires <= this.clock.now()) return undefined
     return this.toWireText(e)
@@ -982,8 +996,26 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         }
       } else {
         // both live values of a merged key: store their join (unless it is what is stored already)
+        let iv: V | undefined
+        if (fn.dominates !== undefined && from !== undefined && cur.json !== undefined && cur.json !== '') {
+          // fast path: the incoming value alone is the join (e.g. a newer write of the only portion
+          // stored): the stored text is not decoded, the incoming value only when the writer's object
+          // is not at hand
+          try {
+            iv = orig !== undefined && orig.json === undefined ? orig.value : itemValue(item)
+            if (iv !== undefined && fn.dominates(iv, cur.json, item.key, { incoming: iv, from })) {
+              this.stats.fastMerges++
+              if (c < 0) return this.storeItem(item, json, cur, orig)
+              // the stored item is the greater: the join gets a version above both
+              this.observe(item.version); this.observe(cur)
+              return this.storeItem({ key: item.key, version: this.nextVersion(), deleted: false, json, expires: Math.max(item.expires, cur.expires) }, json, cur, undefined)
+            }
+          } catch (err) {
+            this.log.debug({ key: item.key, err: String(err) }, 'value merge fast path failed; merging')
+          }
+        }
         const mine = this.toWireText(cur)
-        const m = this.join(mine, item, from)
+        const m = this.join(mine, item, from, iv)
         if (m === mine || m === undefined) return false
         if (m !== item) { item = m; orig = undefined; json = valueJson(m) }
       }
@@ -996,6 +1028,11 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
         if (m !== item) { item = m; orig = undefined; json = valueJson(m) }
       }
     }
+    return this.storeItem(item, json, cur, orig)
+  }
+
+  /** Store `item` (value text `json`) over `cur` in the local replica: db, `change` listeners. */
+  private storeItem (item: WireItem<V>, json: string | undefined, cur: Entry | undefined, orig: WireItem<V> | undefined): boolean {
     if (cur === undefined && this.items.size >= this.maxLocalItems) throw new OverlayError('ERR_FULL', 'store is full')
     this.observe(item.version)
     const e = this.entry(item, json)
@@ -1223,44 +1260,72 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /**
    * Ring positions of stored entries, memoized for the handoff and anti-entropy walks when
    * `cachePositions` is set (in a simulation every ring change nearby walks all items; hashing each
-   * key again dominated it). Weak: an entry replaced or dropped takes its position with it.
+   * key again dominated it). Kept on the entry: one replaced or dropped takes its position with it.
    */
-  private readonly walkPos: WeakMap<Entry, bigint> | undefined
+  private readonly cachePos: boolean
+
+  /** With `cachePositions`: every stored key's ring position, dense, rebuilt when the key set changed. */
+  private posIndex: { version: number, keys: string[], pos: BigUint64Array, num: Float64Array } | undefined
+
+  private positionIndex (): { keys: string[], pos: BigUint64Array, num: Float64Array } | undefined {
+    const items = this.items
+    if (!(items instanceof KeyTrackingMap)) return undefined
+    if (this.posIndex?.version !== items.version) {
+      const keys: string[] = []
+      const pos = new BigUint64Array(items.size); const num = new Float64Array(items.size)
+      for (const e of items.values()) { const p = this.walkPosition(e); pos[keys.length] = p; num[keys.length] = Number(p); keys.push(e.key) }
+      this.posIndex = { version: items.version, keys, pos, num }
+    }
+    return this.posIndex
+  }
 
   private walkPosition (e: Entry): bigint {
-    const c = this.walkPos
-    if (c === undefined) return this.position(e.key)
-    let pos = c.get(e)
-    if (pos === undefined) { pos = this.position(e.key); c.set(e, pos) }
-    return pos
+    if (!this.cachePos) return this.position(e.key)
+    // memoized on the entry itself (a property added only in this mode; entries are replaced, not changed)
+    const c = e as Entry & { p?: bigint }
+    return (c.p ??= this.position(e.key))
   }
 
   /** Hands items to their new owners; resolves with the number of items it found to move. */
   private async handoff (old: Ring | undefined, ring: Ring, changed?: readonly RingArc[]): Promise<number> {
     const now = this.clock.now()
     const arcs = old === undefined ? undefined : changed
+    const coarse = arcs === undefined ? undefined : coarseArcs(arcs)
     let batches: Map<PeerId, Entry[]> | undefined
     const leaving: Array<{ e: Entry, owners: PeerId[] }> = []
     const add = (p: PeerId, e: Entry): void => {
       batches ??= new Map()
       const b = batches.get(p); if (b === undefined) batches.set(p, [e]); else b.push(e)
     }
-    for (const e of this.items.values()) {
-      if (e.expires <= now) continue
-      const pos = this.walkPosition(e)
-      if (arcs !== undefined && !inAnyArc(pos, arcs)) continue
+    const consider = (e: Entry, pos: bigint): void => {
       const owners = ring.ownersAt(pos, this.replicas)
       const before = old === ring ? owners : old?.ownersAt(pos, this.replicas) ?? [this.self]
       if (!owners.includes(this.self)) {
         // no longer ours: give it to every new owner, drop it once a write quorum of them has it
         for (const o of owners) add(o, e)
         leaving.push({ e, owners })
-        continue
+        return
       }
       // new owners of an item we keep: the first surviving old owner (in replica order) pushes it
       const pusher = owners.find(o => before.includes(o))
-      if (pusher !== this.self) continue
+      if (pusher !== this.self) return
       for (const o of owners) if (o !== this.self && !before.includes(o)) add(o, e)
+    }
+    const index = arcs !== undefined ? this.positionIndex() : undefined
+    if (index !== undefined) {
+      // told what changed, with positions kept in a dense index: only the items inside the arcs are read
+      for (let i = 0; i < index.keys.length; i++) {
+        if (!inAnyArc(index.pos[i]!, arcs!, coarse!, index.num[i]!)) continue
+        const e = this.items.get(index.keys[i]!)
+        if (e !== undefined && e.expires > now) consider(e, index.pos[i]!)
+      }
+    } else {
+      for (const e of this.items.values()) {
+        if (e.expires <= now) continue
+        const pos = this.walkPosition(e)
+        if (arcs !== undefined && !inAnyArc(pos, arcs, coarse!)) continue
+        consider(e, pos)
+      }
     }
     // a new ring replaces the handoffs of older rings still waiting to resume (this one recomputed what is due)
     if (this.resuming.size > 0) for (const h of [...this.resuming]) if (h.run.epoch !== this.ownership) { h.timer?.cancel(); this.resuming.delete(h) }
@@ -1468,10 +1533,29 @@ export function createReplicatedStore<V> (components: StoreComponents, init?: St
 }
 
 /** Is `pos` inside one of the arcs `(start, end]` (start === end: the whole ring)? */
-function inAnyArc (pos: bigint, arcs: readonly RingArc[]): boolean {
+function inAnyArc (pos: bigint, arcs: readonly RingArc[], coarse: Float64Array, pn = Number(pos)): boolean {
+  // a first test on doubles (BigInt comparisons are calls; Number() rounds monotonically, so a position
+  // inside an arc always passes it), the exact one only for the arcs that pass
   for (let i = 0; i < arcs.length; i++) {
+    const s = coarse[2 * i]!; const e = coarse[2 * i + 1]!
+    if (s < e ? (pn < s || pn > e) : (s !== e && pn < s && pn > e)) continue
     const a = arcs[i]!
     if (a.start < a.end ? (pos > a.start && pos <= a.end) : (a.start === a.end || pos > a.start || pos <= a.end)) return true
   }
   return false
+}
+
+/** The arcs' bounds as doubles, [start0, end0, start1, …], for {@link inAnyArc}'s first test. */
+function coarseArcs (arcs: readonly RingArc[]): Float64Array {
+  const out = new Float64Array(arcs.length * 2)
+  for (let i = 0; i < arcs.length; i++) { out[2 * i] = Number(arcs[i]!.start); out[2 * i + 1] = Number(arcs[i]!.end) }
+  return out
+}
+
+/** A Map that counts changes of its key set (a key added or removed), for indexes built over it. */
+class KeyTrackingMap<K, V> extends Map<K, V> {
+  version = 0
+  override set (k: K, v: V): this { if (!super.has(k)) this.version++; return super.set(k, v) }
+  override delete (k: K): boolean { const had = super.delete(k); if (had) this.version++; return had }
+  override clear (): void { if (this.size > 0) this.version++; super.clear() }
 }

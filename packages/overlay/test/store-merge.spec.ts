@@ -144,3 +144,60 @@ t.test('a value with nothing stored yet is merged with itself (the hook can vali
   t.ok(seen.every(f => f === 's1'), `remote owners were told the coordinator (${seen.join()})`)
   for (const n of c.nodes.values()) await n.stop()
 })
+
+t.test('ValueMerge.dominates: a fast "the incoming value is the join" answer skips the merge (stored text not decoded); false falls back to it', async t => {
+  const c = storeCluster(6, { store: { antiEntropyInterval: 0 } })
+  for (const id of ids(3)) await addNode(c, id, id === 's0' ? undefined : 's0')
+  await converge(c)
+  let merges = 0
+  const calls: Array<{ incoming: string, stored: string, from: string }> = []
+  // dominates: the incoming set holds every element of the stored one (its JSON text: '"a,b"')
+  const hook: ValueMerge<string> = (newer, older, key, ctx) => { merges++; return union(newer, older, key, ctx) }
+  hook.dominates = (incoming, storedJson, _key, ctx) => {
+    calls.push({ incoming, stored: storedJson, from: ctx.from })
+    const stored = (JSON.parse(storedJson) as string).split(',')
+    return stored.every(x => incoming.split(',').includes(x))
+  }
+  for (const n of c.nodes.values()) n.store.setMerge('set|', hook)
+  const a = c.nodes.get('s0')!
+  await settle(c, a.store.put('set|k', 'x', { ttl: 60_000 }))
+  await drive(c.clock, 100)
+  const fast0 = [...c.nodes.values()].reduce((s, n) => s + n.store.getStats().fastMerges, 0)
+  t.equal(fast0, 0, 'nothing stored yet: no fast path')
+  merges = 0; calls.length = 0
+  // a superset: every replica stores it as written, no merge call
+  await settle(c, a.store.put('set|k', 'x,y', { ttl: 60_000 }))
+  await drive(c.clock, 100)
+  t.equal(merges, 0, 'the merge hook was not called')
+  t.equal(calls.length, 3, 'dominates asked at the 3 replicas')
+  t.ok(calls.every(x => x.stored === '"x"' && x.incoming === 'x,y' && x.from === 's0'), 'with the stored JSON text and the sender')
+  for (const n of c.nodes.values()) {
+    const it = n.store.local('set|k')!
+    t.equal(it.value, 'x,y')
+    t.equal(it.version.origin, 's0', 'stored as written (no new version)')
+    t.equal(n.store.getStats().fastMerges, 1)
+  }
+  // not a superset: dominates says false, the merge runs (union, new version)
+  merges = 0
+  await settle(c, c.nodes.get('s1')!.store.put('set|k', 'z', { ttl: 60_000 }))
+  await drive(c.clock, 100)
+  t.ok(merges >= 3, 'the merge hook ran')
+  for (const n of c.nodes.values()) t.equal(n.store.local('set|k')!.value, 'x,y,z')
+  // an incoming superset that is older than the stored item: kept in content, versioned above both
+  const s2 = c.nodes.get('s2')!
+  const cur = s2.store.local('set|k')!
+  const evil = c.hub.connect('old')
+  const res = await settle(c, evil.send('s2', { type: 'store.put', items: [{ key: 'set|k', version: { updated: cur.version.updated - 50, counter: 0, origin: 'old' }, deleted: false, value: 'w,x,y,z', expires: cur.expires }] }))
+  t.same(res, { type: 'store.ok', stored: 1 })
+  const it = s2.store.local('set|k')!
+  t.equal(it.value, 'w,x,y,z')
+  t.ok(cmp(it.version, cur.version) > 0, 'a version above the stored one')
+  t.equal(it.version.origin, 's2')
+  // a dominates that throws falls back to the merge
+  hook.dominates = () => { throw new Error('boom') }
+  await settle(c, a.store.put('set|k', 'v', { ttl: 60_000 }))
+  await drive(c.clock, 100)
+  t.equal(a.store.local('set|k')!.value, 'v,x,y,z', 'merged at s0')
+  t.equal(s2.store.local('set|k')!.value, 'v,w,x,y,z', 'merged at s2 (which alone held w)')
+  for (const n of c.nodes.values()) await n.stop()
+})
