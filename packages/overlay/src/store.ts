@@ -505,6 +505,19 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   async rebalance (): Promise<void> {
     const ring = this.ring
     if (ring === undefined || !this.running) return
+    const items = this.items
+    if (items instanceof KeyTrackingMap) {
+      // simulator mode (every ring change either told what changed or walked everything): only the
+      // keys stored since the last pass, and the ones it could not move yet, can be out of place
+      const only = [...items.added, ...this.orphans]
+      items.added.clear(); this.orphans = []
+      if (only.length === 0) return
+      this.handoffChain = this.handoffChain.then(async () => { await this.handoff(ring, ring, undefined, only) }).catch(err => {
+        this.log.warn({ err: String(err) }, 'rebalance failed')
+      })
+      await this.handoffChain
+      return
+    }
     // the same ring, no new key since a pass that found nothing to move: nothing can be out of place
     const keys = this.keysAdded
     const epoch = this.ownership
@@ -520,6 +533,8 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
 
   /** Bumped by every `setRing` that may change owners: handoffs of an older epoch stop. */
   private ownership = 0
+  /** Simulator mode: keys the last rebalance found out of place and could not move yet. */
+  private orphans: string[] = []
   /** New keys stored so far (a key set change can bring an item this node does not own). */
   private keysAdded = 0
   /** The ownership epoch and key count of the last rebalance that found nothing to move. */
@@ -1287,7 +1302,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   }
 
   /** Hands items to their new owners; resolves with the number of items it found to move. */
-  private async handoff (old: Ring | undefined, ring: Ring, changed?: readonly RingArc[]): Promise<number> {
+  private async handoff (old: Ring | undefined, ring: Ring, changed?: readonly RingArc[], only?: readonly string[]): Promise<number> {
     const now = this.clock.now()
     const arcs = old === undefined ? undefined : changed
     const coarse = arcs === undefined ? undefined : coarseArcs(arcs)
@@ -1312,7 +1327,12 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       for (const o of owners) if (o !== this.self && !before.includes(o)) add(o, e)
     }
     const index = arcs !== undefined ? this.positionIndex() : undefined
-    if (index !== undefined) {
+    if (only !== undefined) {
+      for (const k of only) {
+        const e = this.items.get(k)
+        if (e !== undefined && e.expires > now) consider(e, this.walkPosition(e))
+      }
+    } else if (index !== undefined) {
       // told what changed, with positions kept in a dense index: only the items inside the arcs are read
       for (let i = 0; i < index.keys.length; i++) {
         if (!inAnyArc(index.pos[i]!, arcs!, coarse!, index.num[i]!)) continue
@@ -1337,6 +1357,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       await this.pushHandoff(h)
     }))
     this.dropHandedOff(run)
+    if (only !== undefined) for (const l of leaving) if (this.items.get(l.e.key) === l.e) this.orphans.push(l.e.key)
     return leaving.length + (batches?.size ?? 0)
   }
 
@@ -1552,10 +1573,12 @@ function coarseArcs (arcs: readonly RingArc[]): Float64Array {
   return out
 }
 
-/** A Map that counts changes of its key set (a key added or removed), for indexes built over it. */
+/** A Map that counts changes of its key set (a key added or removed), for indexes built over it, and remembers the keys added. */
 class KeyTrackingMap<K, V> extends Map<K, V> {
   version = 0
-  override set (k: K, v: V): this { if (!super.has(k)) this.version++; return super.set(k, v) }
+  /** Keys added since the owner last cleared it. */
+  readonly added = new Set<K>()
+  override set (k: K, v: V): this { if (!super.has(k)) { this.version++; this.added.add(k) } return super.set(k, v) }
   override delete (k: K): boolean { const had = super.delete(k); if (had) this.version++; return had }
   override clear (): void { if (this.size > 0) this.version++; super.clear() }
 }

@@ -51,8 +51,8 @@ function splitKey (prefix: string): { key: string, staleOwners: PeerId[], trueOw
   throw new Error('no key found')
 }
 
-async function disagreeing (seed: number): Promise<Net> {
-  const n = await net(seed, ALL)
+async function disagreeing (seed: number, init: StoreInit = {}): Promise<Net> {
+  const n = await net(seed, ALL, init)
   for (const [id, s] of n.stores) s.setRing(id === 's0' ? stale : full)
   await settle(n, Promise.all([...n.stores.values()].map(s => s.settled())))
   return n
@@ -77,8 +77,8 @@ t.test('views disagree: a put sent to non-owners is forwarded and lands on the t
   await stopAll(n)
 })
 
-t.test('views disagree: a put is refused unless W true owners stored it, and is not lost', async t => {
-  const n = await disagreeing(2)
+for (const init of [{}, { cachePositions: true }] as StoreInit[]) t.test(`views disagree: a put is refused unless W true owners stored it, and is not lost${init.cachePositions === true ? ' (simulator mode: rebalance checks the keys stored since)' : ''}`, async t => {
+  const n = await disagreeing(2, init)
   const { key, trueOwners, misled } = splitKey('sip:bob-')
   // the two joiners are cut off: only one true owner can store the write
   for (const j of ['s5', 's6']) for (const id of ALL) if (id !== j) n.hub.partition(j, id)
