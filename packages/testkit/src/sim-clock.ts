@@ -10,9 +10,11 @@ const NOOP = (): void => {}
  */
 class Entry implements Timer {
   cancelled = false
+  /** Left the heap (fired): cancelling it now changes nothing. */
+  fired = false
   constructor (readonly at: number, readonly seq: number, public fn: () => void, private readonly owner: SimClock) {}
   cancel (): void {
-    if (this.cancelled) return
+    if (this.cancelled || this.fired) return
     this.cancelled = true
     this.fn = NOOP
     this.owner._cancelled()
@@ -79,6 +81,7 @@ export class SimClock implements Clock {
     while (this.n > 0) {
       const e = this.pop()!
       if (e.cancelled) { this.dead--; continue }
+      e.fired = true
       if (e.at > this.t) this.t = e.at
       e.fn()
       return true

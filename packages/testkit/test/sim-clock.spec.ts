@@ -36,3 +36,24 @@ t.test('seeded rng is deterministic and forks are independent of call order', as
   for (let i = 0; i < 10000; i++) { const v = n.int(10); if (v < 0 || v >= 10) inRange = false }
   t.ok(inRange)
 })
+
+t.test('pending counts live timers only: cancelling a fired or cancelled timer changes nothing; order survives compaction', async t => {
+  const c = new SimClock(0)
+  const fired: number[] = []
+  const a = c.setTimer(10, () => { fired.push(0) })
+  c.setTimer(20, () => { fired.push(1) })
+  c.advance(15)
+  t.equal(c.pending, 1)
+  a.cancel(); a.cancel()
+  t.equal(c.pending, 1, 'cancelling a timer that already fired')
+  // many cancelled timers force a compaction of the heap; the live ones still fire in (time, insertion) order
+  const many = Array.from({ length: 3000 }, (_, i) => c.setTimer(100 + (i % 7), () => { fired.push(2 + i) }))
+  for (let i = 0; i < many.length; i++) if (i % 3 !== 0) many[i]!.cancel()
+  t.equal(c.pending, 1 + 1000)
+  c.advance(1000)
+  t.equal(c.pending, 0)
+  const rest = fired.slice(2)
+  const want = Array.from({ length: 3000 }, (_, i) => i).filter(i => i % 3 === 0).sort((x, y) => (x % 7) - (y % 7) || x - y).map(i => 2 + i)
+  t.same(rest, want, 'fired in time order, ties by insertion')
+  t.same(fired.slice(0, 2), [0, 1])
+})
