@@ -1,6 +1,7 @@
 import t from 'tap'
 import { createHasher } from '@sipring/overlay'
 import { parseScenario, runScenario, windowsCsv, stableJson, type Scenario, type RunResult } from '@sipring/simulations'
+import { moderateChurn } from './scenarios.js'
 
 const hasher = await createHasher()
 const base = `
@@ -16,14 +17,7 @@ workload: { clients: 150, expires: 10min, lookupRate: 4/s, registerOver: 30s }
 const scenario = (extra: string): Scenario => parseScenario(base + extra)
 const run = (s: Scenario, seed = 1): Promise<RunResult> => runScenario(s, { seed, hasher })
 
-const moderate = `
-churn:
-  model: alternating
-  start: 30s
-  session: { dist: weibull, shape: 0.8, median: 3min }
-  downtime: { dist: exponential, mean: 1min }
-  crashFraction: 50%
-`
+const moderate = moderateChurn
 
 t.test('same seed → byte-identical summary, windows and events; another seed differs', async t => {
   const s = scenario(moderate)

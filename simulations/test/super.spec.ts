@@ -4,6 +4,7 @@ import {
   ScenarioError, parseScenario, runScenario, stableJson, superNodeFactoryFor, windowsCsv, newestOf,
   type RunResult, type Scenario, type SuperNodeAdapter
 } from '@sipring/simulations'
+import { moderateChurn } from './scenarios.js'
 
 // node: super — every simulated host is a real createSuperNode() (SIP stack, registrar, proxy,
 // LocationReplicator), registered to over SIP by simulated UAs on a SimNetwork.
@@ -20,14 +21,7 @@ repairProbe: 1s
 overlay: { vnodes: 16, replicas: 3 }
 workload: { clients: 120, expires: 2min, lookupRate: 5/s, registerOver: 30s }
 `
-const churn = `
-churn:
-  model: alternating
-  start: 30s
-  session: { dist: weibull, shape: 0.8, median: 3min }
-  downtime: { dist: exponential, mean: 1min }
-  crashFraction: 50%
-`
+const churn = moderateChurn
 const scenario = (extra = churn): Scenario => parseScenario(base + extra)
 
 t.test('24 super nodes under churn: same seed → identical outputs, another seed differs', async t => {

@@ -9,20 +9,12 @@ import { digestResponse, formatAuthHeader, ha1, parseAuthHeader, type SipRequest
 import { LevelAccountStore, type AccountDb } from '@sipring/auth'
 import type { PeerId } from '@sipring/overlay'
 import { createSuperNode, type SuperNode } from '../src/index.js'
-import { cluster, converged, hasher, nodeAddress, phone, request, requests, responses, run, send, settle, until, type Cluster, type Phone } from './overlay-helpers.js'
+import { cluster, converged, nodeAddress, nodeComponents, phone, request, requests, responses, run, send, settle, until, type Cluster, type Phone } from './overlay-helpers.js'
 
 const SECRET = new Uint8Array(32).fill(7)
 
 async function addAuthNode (c: Cluster, id: PeerId, accounts: LevelAccountStore, seeds: PeerId[] = []): Promise<SuperNode> {
-  const address = nodeAddress(id)
-  const node = createSuperNode({
-    clock: c.clock,
-    rng: c.rng.fork(id),
-    logger: c.logger.child({ n: id }),
-    transports: [c.net.transport({ protocol: 'udp', address, port: 5060 }), c.net.transport({ protocol: 'tcp', address, port: 5060 })],
-    overlay: { network: c.hub.connect(id), hasher },
-    accounts
-  }, {
+  const node = createSuperNode({ ...nodeComponents(c, id), accounts: accounts }, {
     domains: ['example.org'],
     auth: { enabled: true, secret: SECRET },
     overlay: { seeds, verifyDelay: 500, node: { vnodes: 64, membership: { protocolPeriod: 500, pingTimeout: 100, suspicionMult: 3, syncInterval: 5000 }, store: { antiEntropyInterval: 5000, requestTimeout: 300 } } }

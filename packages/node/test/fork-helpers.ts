@@ -12,7 +12,7 @@ import type { PeerId } from '@sipring/overlay'
 import { createSuperNode, type SuperNode } from '../src/index.js'
 import { ownerResolver } from '../src/fork.js'
 import {
-  cluster, converged, hasher, nodeAddress, phone, registerAndWait, reply, request, responses, send, settle, until,
+  cluster, converged, nodeAddress, nodeComponents, phone, registerAndWait, reply, request, responses, send, settle, until,
   type Cluster, type Phone
 } from './overlay-helpers.js'
 
@@ -52,15 +52,7 @@ export async function forkCluster (seed: number, n: number, groups: GroupDef[], 
 }
 
 async function addForkNode (c: ForkCluster, id: PeerId, seeds: PeerId[], init: ForkInit): Promise<SuperNode> {
-  const address = nodeAddress(id)
-  const node = createSuperNode({
-    clock: c.clock,
-    rng: c.rng.fork(id),
-    logger: c.logger.child({ n: id }),
-    transports: [c.net.transport({ protocol: 'udp', address, port: 5060 }), c.net.transport({ protocol: 'tcp', address, port: 5060 })],
-    overlay: { network: c.hub.connect(id), hasher },
-    accounts: c.accounts
-  }, {
+  const node = createSuperNode({ ...nodeComponents(c, id), accounts: c.accounts }, {
     domains: ['example.org'],
     minExpires: 10,
     ...(init.auth === true ? { auth: { enabled: true, secret: new Uint8Array(32).fill(7), trustedSources: Array.from({ length: 200 }, (_, i) => `10.9.0.${i + 1}`) } } : {}),
@@ -71,7 +63,7 @@ async function addForkNode (c: ForkCluster, id: PeerId, seeds: PeerId[], init: F
     overlay: {
       seeds,
       verifyDelay: 500,
-      ...(init.udpRoutes === true ? { sipUri: `sip:${address}:5060` } : {}),
+      ...(init.udpRoutes === true ? { sipUri: `sip:${nodeAddress(id)}:5060` } : {}),
       node: {
         vnodes: 64,
         membership: { protocolPeriod: 500, pingTimeout: 100, suspicionMult: 3, syncInterval: 5000 },

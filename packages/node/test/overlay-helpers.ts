@@ -63,16 +63,21 @@ export async function run (c: Cluster, ms: number): Promise<void> {
 
 export const nodeAddress = (id: PeerId): string => `10.0.0.${Number(id.slice(1))}`
 
-/** Start super node `id` (`n1`, `n2`…) at 10.0.0.<i>:5060 (UDP + TCP), joining through `seeds`. */
-export async function addNode (c: Cluster, id: PeerId, seeds: PeerId[] = [], overlay: Partial<SuperNodeOverlayInit> = {}): Promise<SuperNode> {
+/** The components of super node `id`: the cluster's clock, a forked rng, UDP + TCP at 10.0.0.<i>:5060, its overlay port. */
+export function nodeComponents (c: Cluster, id: PeerId): Parameters<typeof createSuperNode>[0] {
   const address = nodeAddress(id)
-  const node = createSuperNode({
+  return {
     clock: c.clock,
     rng: c.rng.fork(id),
     logger: c.logger.child({ n: id }),
     transports: [c.net.transport({ protocol: 'udp', address, port: 5060 }), c.net.transport({ protocol: 'tcp', address, port: 5060 })],
     overlay: { network: c.hub.connect(id), hasher }
-  }, {
+  }
+}
+
+/** Start super node `id` (`n1`, `n2`…) at 10.0.0.<i>:5060 (UDP + TCP), joining through `seeds`. */
+export async function addNode (c: Cluster, id: PeerId, seeds: PeerId[] = [], overlay: Partial<SuperNodeOverlayInit> = {}): Promise<SuperNode> {
+  const node = createSuperNode(nodeComponents(c, id), {
     domains: ['example.org'],
     minExpires: 10,
     overlay: {
