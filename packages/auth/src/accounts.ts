@@ -85,18 +85,43 @@ export interface AccountStore {
   /** Resolves false when there was no such user. */
   deleteUser(user: string, realm: string): Promise<boolean>
   listUsers(opts?: { realm?: string, limit?: number }): Promise<Account[]>
+  /**
+   * One page of users in key order (realm, then user): at most `limit` (default
+   * {@link ACCOUNT_LIMITS.defaultPageSize}, at most `maxPageSize`) and at most `maxPageBytes` of JSON.
+   * `next` (an opaque cursor, passed back as `after`) is set when more may follow.
+   */
+  listUsersPage(opts?: PageOptions & { realm?: string }): Promise<Page<Account>>
   getGroup(aor: string): Promise<Group | undefined>
   addGroup(g: NewGroup): Promise<Group>
   /** Replace, add or remove members; change the policy. */
   updateGroup(aor: string, patch: { members?: string[], add?: string[], remove?: string[], policy?: GroupPolicy }): Promise<Group>
   deleteGroup(aor: string): Promise<boolean>
   listGroups(opts?: { limit?: number }): Promise<Group[]>
+  /** One page of groups in AOR order (as {@link listUsersPage}). */
+  listGroupsPage(opts?: PageOptions): Promise<Page<Group>>
   /** Be told about every change (credential caches invalidate on it). Returns an unsubscribe function. */
   onChange(fn: (c: AccountChange) => void): () => void
 }
 
-/** `EUNAVAILABLE`: no core node answered (a {@link RemoteAccountStore} with nothing cached). */
-export type AccountErrorCode = 'EINVAL' | 'EEXIST' | 'ENOTFOUND' | 'EUNAVAILABLE'
+/** Paging of account listings (admin API, CLI, the core nodes' `list-users` / `list-groups`). */
+export interface PageOptions {
+  /** Cursor: the `next` of the previous page (omit for the first page). */
+  after?: string
+  /** Items in this page (1 to {@link ACCOUNT_LIMITS.maxPageSize}; default `defaultPageSize`). */
+  limit?: number
+}
+
+export interface Page<T> {
+  items: T[]
+  /** Set when more items may follow: pass it as `after` to get them. */
+  next?: string
+}
+
+/**
+ * `EUNAVAILABLE`: no core node answered (a {@link RemoteAccountStore} with nothing cached).
+ * `EPERM`: the caller may not do this (an account write sent to a core node by a peer that is not a core node).
+ */
+export type AccountErrorCode = 'EINVAL' | 'EEXIST' | 'ENOTFOUND' | 'EUNAVAILABLE' | 'EPERM'
 
 export class AccountError extends Error {
   constructor (readonly code: AccountErrorCode, message: string) {
@@ -113,8 +138,24 @@ export const ACCOUNT_LIMITS = Object.freeze({
   maxDisplayNameLength: 128,
   maxGroupMembers: 256,
   maxContacts: 1000,
-  maxListLimit: 100_000
+  maxListLimit: 100_000,
+  /** Items in one page of a listing (default / largest). */
+  defaultPageSize: 500,
+  maxPageSize: 1000,
+  /** JSON bytes of the items of one page (well below the overlay's 1 MiB frame; one item always fits). */
+  maxPageBytes: 512 * 1024,
+  /** Longest paging cursor. */
+  maxCursorLength: 600
 })
+
+/** Check the paging options; returns the effective limit and cursor. Throws AccountError('EINVAL'). */
+export function checkPageOptions (o: PageOptions | undefined): { after: string | undefined, limit: number } {
+  const limit = o?.limit ?? ACCOUNT_LIMITS.defaultPageSize
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > ACCOUNT_LIMITS.maxPageSize) throw new AccountError('EINVAL', `page limit must be an integer from 1 to ${ACCOUNT_LIMITS.maxPageSize}`)
+  const after = o?.after
+  if (after !== undefined && (typeof after !== 'string' || after.length === 0 || after.length > ACCOUNT_LIMITS.maxCursorLength)) throw new AccountError('EINVAL', `bad page cursor (a non-empty string of at most ${ACCOUNT_LIMITS.maxCursorLength} characters)`)
+  return { after, limit }
+}
 
 // RFC 3261 user = unreserved / escaped / user-unreserved; we accept the unescaped subset that needs
 // no quoting in a Digest username or a URI user part.
@@ -224,6 +265,9 @@ export class LevelAccountStore implements AccountStore {
     this.clock = opts.clock
   }
 
+  /** Record times are whole ms (checked as integers when they travel; a simulated clock may have fractions). */
+  protected nowMs (): number { return Math.floor(this.clock.now()) }
+
   /** Open the db if needed (the owner closes it). */
   async open (): Promise<void> {
     if (this.db.status === 'opening' || this.db.status === 'closed') await this.db.open()
@@ -282,7 +326,7 @@ export class LevelAccountStore implements AccountStore {
     const displayName = u.displayName !== undefined ? validateDisplayName(u.displayName) : undefined
     return await this.serial(async () => {
       if (await this.getUser(user, realm) !== undefined) throw new AccountError('EEXIST', `user ${user}@${realm} already exists`)
-      const now = this.clock.now()
+      const now = this.nowMs()
       const acc: Account = {
         user, realm, ha1: computeHa1(user, realm, password), enabled: u.enabled ?? true,
         ...(maxContacts !== undefined ? { maxContacts } : {}),
@@ -306,7 +350,7 @@ export class LevelAccountStore implements AccountStore {
     return await this.serial(async () => {
       const cur = await this.getUser(user, r)
       if (cur === undefined) throw new AccountError('ENOTFOUND', `no user ${user}@${r}`)
-      const next: Account = { ...cur, updated: this.clock.now() }
+      const next: Account = { ...cur, updated: this.nowMs() }
       if (password !== undefined) next.ha1 = computeHa1(user, r, password)
       if (patch.enabled !== undefined) next.enabled = patch.enabled
       if (maxContacts === null) delete next.maxContacts
@@ -341,6 +385,34 @@ export class LevelAccountStore implements AccountStore {
     return out
   }
 
+  async listUsersPage (opts: PageOptions & { realm?: string } = {}): Promise<Page<Account>> {
+    const prefix = opts.realm !== undefined ? `${USER_PREFIX}${validateRealm(opts.realm)}!` : USER_PREFIX
+    return await this.page<Account>(prefix, USER_PREFIX, opts)
+  }
+
+  async listGroupsPage (opts: PageOptions = {}): Promise<Page<Group>> {
+    return await this.page<Group>(GROUP_PREFIX, GROUP_PREFIX, opts)
+  }
+
+  /** Records under `prefix` after the cursor (a key without `base`), bounded by count and JSON bytes. */
+  private async page<T> (prefix: string, base: string, opts: PageOptions): Promise<Page<T>> {
+    const { after, limit } = checkPageOptions(opts)
+    await this.open()
+    const from = after !== undefined && base + after >= prefix ? { gt: base + after } : { gte: prefix }
+    const items: T[] = []
+    let bytes = 0
+    let last: string | undefined
+    let more = false
+    for await (const [key, raw] of this.db.iterator({ ...from, lt: prefix + '\uffff', valueEncoding: 'utf8', limit: limit + 1 })) {
+      const size = Buffer.byteLength(raw as string) + 1
+      if (items.length >= limit || (items.length > 0 && bytes + size > ACCOUNT_LIMITS.maxPageBytes)) { more = true; break }
+      try { items.push(JSON.parse(raw as string) as T) } catch {}
+      bytes += size
+      last = (key as string).slice(base.length)
+    }
+    return more && last !== undefined ? { items, next: last } : { items }
+  }
+
   async getGroup (aor: string): Promise<Group | undefined> {
     let a: string
     try { a = normalizeAor(aor) } catch { return undefined }
@@ -355,7 +427,7 @@ export class LevelAccountStore implements AccountStore {
     const policy = g.policy !== undefined ? validatePolicy(g.policy) : 'ring-all'
     return await this.serial(async () => {
       if (await this.getJson(groupKey(aor)) !== undefined) throw new AccountError('EEXIST', `group ${aor} already exists`)
-      const now = this.clock.now()
+      const now = this.nowMs()
       const group: Group = { aor, members, policy, created: now, updated: now }
       await this.write(groupKey(aor), group)
       this.emit({ kind: 'group', aor })
@@ -379,7 +451,7 @@ export class LevelAccountStore implements AccountStore {
       if (members.length === 0) throw new AccountError('EINVAL', 'a group needs at least one member (delete the group instead)')
       if (members.length > ACCOUNT_LIMITS.maxGroupMembers) throw new AccountError('EINVAL', `a group has at most ${ACCOUNT_LIMITS.maxGroupMembers} members`)
       if (members.includes(a)) throw new AccountError('EINVAL', 'a group cannot be its own member')
-      const next: Group = { ...cur, members, ...(policy !== undefined ? { policy } : {}), updated: this.clock.now() }
+      const next: Group = { ...cur, members, ...(policy !== undefined ? { policy } : {}), updated: this.nowMs() }
       await this.write(groupKey(a), next)
       this.emit({ kind: 'group', aor: a })
       return next

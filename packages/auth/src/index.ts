@@ -10,5 +10,5 @@ export {
   Hlc, compareVersions, versionText, parseId, userId, groupId, checkAccount, checkGroup, checkItem, WIRE_LIMITS,
   type AccountVersion, type AccountItem, type ParsedId
 } from './wire.js'
-export { AccountReplica, VERSION_PREFIX, type AccountReplicaOptions, type AccountReplicaStats, type AccountReplicaStatus, type PeerSyncStatus } from './replica.js'
+export { AccountReplica, VERSION_PREFIX, GC_HORIZON_KEY, TOMBSTONE_TTL, type AccountReplicaOptions, type AccountReplicaStats, type AccountReplicaStatus, type PeerSyncStatus } from './replica.js'
 export { RemoteAccountStore, type RemoteAccountStoreOptions, type RemoteAccountStats } from './remote.js'

@@ -12,14 +12,19 @@
  * - Core nodes push invalidations ({@link ACCOUNTS_NOTIFY_PROTO}, accepted from the configured core
  *   nodes only): the entry is dropped and `onChange` listeners (the digest server's cache) are told.
  * - Writes are forwarded to a core node (the next one on a transport failure; a core node's refusal —
- *   EINVAL, EEXIST, ENOTFOUND — is final). A write that timed out may still have been applied.
+ *   EINVAL, EEXIST, ENOTFOUND, EPERM — is final). A write that timed out may still have been applied.
+ *   Core nodes accept writes from the other core nodes only, so a super node's writes are refused with
+ *   `EPERM` (the operator writes on a core node); a deployment may allow them in the future.
+ * - Listings page (`list-users` / `list-groups` with a cursor): each answer fits in one overlay frame;
+ *   `listUsers` / `listGroups` follow the pages up to their limit.
  * No timers of its own: expiry is checked on read.
  */
 import type { Clock, Logger } from '@sipring/interface'
 import { silentLogger } from '@sipring/interface'
 import {
   AccountError, ACCOUNT_LIMITS, normalizeAor,
-  type Account, type AccountChange, type AccountErrorCode, type AccountStore, type Group, type GroupPolicy, type NewGroup, type NewUser, type UserPatch
+  checkPageOptions,
+  type Account, type AccountChange, type AccountErrorCode, type AccountStore, type Group, type GroupPolicy, type NewGroup, type NewUser, type Page, type PageOptions, type UserPatch
 } from './accounts.js'
 import { LruMap } from './limiter.js'
 import { ACCOUNTS_NOTIFY_PROTO, ACCOUNTS_PROTO, AccountRpcError, type AccountRpc } from './rpc.js'
@@ -62,7 +67,7 @@ export interface RemoteAccountStats {
 
 interface Entry { value: Account | Group | null, fetched: number, expires: number }
 
-const ACCOUNT_CODES = new Set<AccountErrorCode>(['EINVAL', 'EEXIST', 'ENOTFOUND'])
+const ACCOUNT_CODES = new Set<AccountErrorCode>(['EINVAL', 'EEXIST', 'ENOTFOUND', 'EPERM'])
 
 function isObj (x: unknown): x is Record<string, unknown> { return typeof x === 'object' && x !== null && !Array.isArray(x) }
 
@@ -241,14 +246,26 @@ export class RemoteAccountStore implements AccountStore {
     return await this.read(groupKey(a), { op: 'get-group', aor: a }, res => res.group === null || res.group === undefined ? null : checkGroup(res.group, a))
   }
 
+  /** One page from a core node (`list-users`), checked. */
+  async listUsersPage (opts: PageOptions & { realm?: string } = {}): Promise<Page<Account>> {
+    const { after, limit } = checkPageOptions(opts)
+    const res = await this.call({ op: 'list-users', ...(opts.realm !== undefined ? { realm: opts.realm } : {}), ...(after !== undefined ? { after } : {}), limit })
+    return { items: checkList(res.users, ACCOUNT_LIMITS.maxPageSize, 'users').map(u => checkAccount(u)), ...nextOf(res, after) }
+  }
+
+  async listGroupsPage (opts: PageOptions = {}): Promise<Page<Group>> {
+    const { after, limit } = checkPageOptions(opts)
+    const res = await this.call({ op: 'list-groups', ...(after !== undefined ? { after } : {}), limit })
+    return { items: checkList(res.groups, ACCOUNT_LIMITS.maxPageSize, 'groups').map(g => checkGroup(g)), ...nextOf(res, after) }
+  }
+
+  /** Every user (up to `limit`, default and at most 100,000), page after page. */
   async listUsers (opts: { realm?: string, limit?: number } = {}): Promise<Account[]> {
-    const res = await this.call({ op: 'list-users', ...(opts.realm !== undefined ? { realm: opts.realm } : {}), ...(opts.limit !== undefined ? { limit: Math.min(opts.limit, ACCOUNT_LIMITS.maxListLimit) } : {}) })
-    return checkList(res.users, ACCOUNT_LIMITS.maxListLimit, 'users').map(u => checkAccount(u))
+    return await allPages(opts.limit, async (after, limit) => await this.listUsersPage({ ...(opts.realm !== undefined ? { realm: opts.realm } : {}), ...(after !== undefined ? { after } : {}), limit }))
   }
 
   async listGroups (opts: { limit?: number } = {}): Promise<Group[]> {
-    const res = await this.call({ op: 'list-groups', ...(opts.limit !== undefined ? { limit: Math.min(opts.limit, ACCOUNT_LIMITS.maxListLimit) } : {}) })
-    return checkList(res.groups, ACCOUNT_LIMITS.maxListLimit, 'groups').map(g => checkGroup(g))
+    return await allPages(opts.limit, async (after, limit) => await this.listGroupsPage({ ...(after !== undefined ? { after } : {}), limit }))
   }
 
   private async write (method: string, args: unknown[], changed: AccountChange | undefined): Promise<unknown> {
@@ -295,6 +312,28 @@ export class RemoteAccountStore implements AccountStore {
     try { a = normalizeAor(aor, 'group') } catch {}
     return (await this.write('deleteGroup', [aor], a !== undefined ? { kind: 'group', aor: a } : undefined)) === true
   }
+}
+
+/** A core node's `next` cursor: a string that moves forward (anything else ends the listing). */
+function nextOf (res: Record<string, unknown>, after: string | undefined): { next?: string } {
+  const n = res.next
+  if (n === undefined || n === null) return {}
+  if (typeof n !== 'string' || n.length === 0 || n.length > ACCOUNT_LIMITS.maxCursorLength || (after !== undefined && n <= after)) throw new AccountError('EINVAL', 'a core node answered a bad page cursor')
+  return { next: n }
+}
+
+/** Follow the pages until the end or `limit` items (default and at most `maxListLimit`). */
+async function allPages<T> (limit: number | undefined, page: (after: string | undefined, limit: number) => Promise<Page<T>>): Promise<T[]> {
+  const max = Math.min(limit ?? ACCOUNT_LIMITS.maxListLimit, ACCOUNT_LIMITS.maxListLimit)
+  const out: T[] = []
+  let after: string | undefined
+  while (out.length < max) {
+    const p = await page(after, Math.min(ACCOUNT_LIMITS.maxPageSize, max - out.length))
+    out.push(...p.items)
+    if (p.next === undefined) break
+    after = p.next
+  }
+  return out.slice(0, max)
 }
 
 const userKey = (user: string, realm: string): string => `u\n${realm.toLowerCase()}\n${user}`

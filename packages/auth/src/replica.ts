@@ -13,8 +13,23 @@
  * `subscriberTtl` and told about changes ({@link ACCOUNTS_NOTIFY_PROTO}) so they drop cached entries.
  *
  * Storage (same db as LevelAccountStore): the records under `auth!user!…` / `auth!group!…` as before,
- * and `auth!ver!<id>` → `{ v, deleted, u }` (u = the record's `updated`, to notice offline edits made
- * by `sipring user …` on the db directly: they get a fresh version at start).
+ * and `auth!ver!<id>` → `{ v, deleted, u, at }` (u = the record's `updated`, to notice offline edits made
+ * by `sipring user …` on the db directly: they get a fresh version at start; at = when this node stored
+ * the version, by its clock), and `auth!gc!horizon` → the newest version of a tombstone collected here.
+ *
+ * Tombstone collection (see docs/operations.md, "Deleted accounts"): a tombstone is dropped once
+ *  1. it is older than `tombstoneTtl` (by its version's time: the delete), and
+ *  2. every other core node has confirmed it: a *complete* anti-entropy round with that peer (every
+ *     differing bucket listed, every pull and push done) started after this node stored the tombstone.
+ * A core node that is down or cut off therefore holds collection back (however long it is away): when
+ * it comes back, anti-entropy gives it the tombstone, which wins over its older live copy.
+ * A replica the others did not wait for (removed from `--core-node` and added back, restored from an
+ * old backup, inconsistent peer lists) cannot resurrect a collected record either: a live record whose
+ * id this node does not know and whose version is not newer than the collection horizon is refused
+ * and answered with a tombstone just newer than it, which deletes it on that replica.
+ *
+ * Writes (`write`) are accepted from the other core nodes only; super nodes may read (and their admin
+ * API's writes are refused with `EPERM`): the operator writes through a core node's admin API / CLI.
  */
 import { createHash } from 'node:crypto'
 import type { Clock, Logger, Startable, Timer } from '@sipring/interface'
@@ -30,6 +45,16 @@ import {
 } from './wire.js'
 
 export const VERSION_PREFIX = 'auth!ver!'
+/** The collection horizon: the newest version of a tombstone this node has collected. */
+export const GC_HORIZON_KEY = 'auth!gc!horizon'
+
+export const TOMBSTONE_TTL = Object.freeze({
+  /** Default grace period of a tombstone: 7 days. */
+  default: 7 * 86_400_000,
+  /** Bounds accepted by {@link AccountReplicaOptions.tombstoneTtl}, ms. */
+  min: 1,
+  max: 365 * 86_400_000
+})
 
 export interface AccountReplicaOptions {
   db: AccountDb
@@ -46,6 +71,11 @@ export interface AccountReplicaOptions {
   subscriberTtl?: number
   /** Super nodes remembered for invalidations (oldest dropped beyond; default 1024). */
   maxSubscribers?: number
+  /**
+   * A tombstone (deleted user or group) is kept at least this long after the delete, ms (default 7
+   * days, 1 ms to 365 days), and then until every other core node has confirmed it.
+   */
+  tombstoneTtl?: number
 }
 
 export interface AccountReplicaStats {
@@ -66,12 +96,20 @@ export interface AccountReplicaStats {
   /** Invalidation messages sent to super nodes / failed. */
   notifications: number
   notifyFailures: number
+  /** Account writes refused because they came from a peer that is not a core node. */
+  refusedWrites: number
+  /** Tombstones collected (dropped after the grace period, confirmed by every core node). */
+  tombstonesCollected: number
+  /** Live records refused because they were deleted and collected here (a stale replica's copies). */
+  resurrectionsRefused: number
 }
 
 export interface PeerSyncStatus {
   id: string
   /** ms since epoch of the last successful anti-entropy round with it. */
   lastSync?: number
+  /** Start (ms since epoch) of the last complete anti-entropy round with it (confirms tombstones stored before). */
+  lastComplete?: number
   lastError?: string
   reachable: boolean
 }
@@ -81,12 +119,15 @@ export interface AccountReplicaStatus {
   users: number
   groups: number
   tombstones: number
+  /** Tombstones past the grace period still waiting for a core node's confirmation. */
+  tombstonesWaiting: number
+  tombstoneTtl: number
   peers: PeerSyncStatus[]
   subscribers: number
   stats: AccountReplicaStats
 }
 
-interface Meta { v: AccountVersion, deleted: boolean, u?: number }
+interface Meta { v: AccountVersion, deleted: boolean, u?: number, at?: number }
 
 function isObj (x: unknown): x is Record<string, unknown> { return typeof x === 'object' && x !== null && !Array.isArray(x) }
 function bad (msg: string): never { throw new AccountError('EINVAL', msg) }
@@ -97,7 +138,7 @@ function optString (x: unknown, what: string): string | undefined {
 }
 function optLimit (x: unknown): number | undefined {
   if (x === undefined || x === null) return undefined
-  if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > ACCOUNT_LIMITS.maxListLimit) bad(`limit must be an integer from 1 to ${ACCOUNT_LIMITS.maxListLimit}`)
+  if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > ACCOUNT_LIMITS.maxPageSize) bad(`limit must be an integer from 1 to ${ACCOUNT_LIMITS.maxPageSize}`)
   return x
 }
 
@@ -109,7 +150,7 @@ export class AccountReplica extends LevelAccountStore implements Startable {
   readonly peers: readonly string[]
   readonly stats: AccountReplicaStats = {
     pushes: 0, pushFailures: 0, applied: 0, stale: 0, syncRounds: 0, syncFailures: 0, pulled: 0, pushedBySync: 0,
-    rejected: 0, notifications: 0, notifyFailures: 0
+    rejected: 0, notifications: 0, notifyFailures: 0, refusedWrites: 0, tombstonesCollected: 0, resurrectionsRefused: 0
   }
 
   private readonly rpc: AccountRpc
@@ -122,6 +163,11 @@ export class AccountReplica extends LevelAccountStore implements Startable {
   private readonly timeout: number
   private readonly subscriberTtl: number
   private readonly maxSubscribers: number
+  readonly tombstoneTtl: number
+  private horizon: AccountVersion | undefined
+  private loadedAt = 0
+  private lastRefusalLog = Number.NEGATIVE_INFINITY
+  private refusalsNotLogged = 0
   private pendingChanges: AccountChange[] = []
   private flushTimer: Timer | undefined
   private syncTimer: Timer | undefined
@@ -140,6 +186,10 @@ export class AccountReplica extends LevelAccountStore implements Startable {
     this.timeout = o.requestTimeout ?? 3000
     this.subscriberTtl = o.subscriberTtl ?? 600_000
     this.maxSubscribers = o.maxSubscribers ?? 1024
+    this.tombstoneTtl = o.tombstoneTtl ?? TOMBSTONE_TTL.default
+    if (!Number.isInteger(this.tombstoneTtl) || this.tombstoneTtl < TOMBSTONE_TTL.min || this.tombstoneTtl > TOMBSTONE_TTL.max) {
+      throw new TypeError(`tombstoneTtl must be an integer from ${TOMBSTONE_TTL.min} to ${TOMBSTONE_TTL.max} ms`)
+    }
     for (const p of this.peers) this.peerState.set(p, { id: p, reachable: false })
   }
 
@@ -178,14 +228,17 @@ export class AccountReplica extends LevelAccountStore implements Startable {
   }
 
   status (): AccountReplicaStatus {
-    let users = 0; let groups = 0; let tombstones = 0
+    let users = 0; let groups = 0; let tombstones = 0; let tombstonesWaiting = 0
+    const now = this.clock.now()
     for (const [id, m] of this.versions) {
-      if (m.deleted) tombstones++
-      else if (id.startsWith('user!')) users++
+      if (m.deleted) {
+        tombstones++
+        if (now - m.v.updated >= this.tombstoneTtl) tombstonesWaiting++
+      } else if (id.startsWith('user!')) users++
       else groups++
     }
     return {
-      self: this.self, users, groups, tombstones,
+      self: this.self, users, groups, tombstones, tombstonesWaiting, tombstoneTtl: this.tombstoneTtl,
       peers: [...this.peerState.values()].map(p => ({ ...p })),
       subscribers: this.liveSubscribers().length,
       stats: { ...this.stats }
@@ -199,9 +252,18 @@ export class AccountReplica extends LevelAccountStore implements Startable {
     for await (const [key, raw] of this.db.iterator({ gte: VERSION_PREFIX, lt: VERSION_PREFIX + '\uffff', valueEncoding: 'utf8' })) {
       try {
         const m = JSON.parse(raw as string) as Record<string, unknown>
-        stored.set((key as string).slice(VERSION_PREFIX.length), { v: checkVersion(m.v), deleted: m.deleted === true, ...(typeof m.u === 'number' ? { u: m.u } : {}) })
+        stored.set((key as string).slice(VERSION_PREFIX.length), {
+          v: checkVersion(m.v), deleted: m.deleted === true, ...(typeof m.u === 'number' ? { u: m.u } : {}), ...(typeof m.at === 'number' ? { at: m.at } : {})
+        })
       } catch {}
     }
+    this.horizon = undefined
+    try {
+      const raw = await this.db.get(GC_HORIZON_KEY, { valueEncoding: 'utf8' }) as string | undefined
+      if (raw !== undefined && raw !== null) this.horizon = checkVersion(JSON.parse(raw))
+    } catch {}
+    this.loadedAt = this.clock.now()
+    if (this.horizon !== undefined) this.hlc.observe(this.horizon)
     for (const m of stored.values()) this.hlc.observe(m.v)
     const records = new Map<string, number>()
     for (const prefix of [USER_PREFIX, GROUP_PREFIX]) {
@@ -216,7 +278,7 @@ export class AccountReplica extends LevelAccountStore implements Startable {
     const ops: Array<{ type: 'put', key: string, value: string }> = []
     const fresh = (u?: number): Meta => {
       const v = this.hlc.next()
-      return u === undefined ? { v, deleted: true } : { v, deleted: false, u }
+      return u === undefined ? { v, deleted: true, at: this.loadedAt } : { v, deleted: false, u }
     }
     for (const [id, updated] of records) {
       const m = stored.get(id)
@@ -241,7 +303,7 @@ export class AccountReplica extends LevelAccountStore implements Startable {
   protected override async write (key: string, value: Account | Group | undefined): Promise<void> {
     const id = idOfKey(key)
     if (id === undefined) throw new TypeError(`not an account record key: ${key}`)
-    const meta: Meta = value === undefined ? { v: this.hlc.next(), deleted: true } : { v: this.hlc.next(), deleted: false, u: value.updated }
+    const meta: Meta = value === undefined ? { v: this.hlc.next(), deleted: true, at: this.clock.now() } : { v: this.hlc.next(), deleted: false, u: value.updated }
     await this.db.batch([
       value === undefined ? { type: 'del', key } : { type: 'put', key, value: JSON.stringify(value) },
       { type: 'put', key: VERSION_PREFIX + id, value: JSON.stringify(meta) }
@@ -272,11 +334,22 @@ export class AccountReplica extends LevelAccountStore implements Startable {
     return await this.serial(async () => {
       const ops: Array<{ type: 'put', key: string, value: string } | { type: 'del', key: string }> = []
       const applied: Array<[string, Meta]> = []
+      const now = this.clock.now()
       for (const it of newest.values()) {
         const cur = this.versions.get(it.id)
         if (cur !== undefined && compareVersions(it.v, cur.v) <= 0) { this.stats.stale++; continue }
-        const meta: Meta = it.deleted ? { v: it.v, deleted: true } : { v: it.v, deleted: false, u: it.value!.updated }
         const key = keyOfId(it.id)
+        if (cur === undefined && this.horizon !== undefined && compareVersions(it.v, this.horizon) <= 0) {
+          // unknown here and not newer than what was collected: a deleted record coming back from a stale replica
+          if (it.deleted) { this.stats.stale++; continue }
+          this.stats.resurrectionsRefused++
+          const tomb: Meta = { v: { updated: it.v.updated, counter: it.v.counter + 1, origin: it.v.origin }, deleted: true, at: now }
+          ops.push({ type: 'put', key: VERSION_PREFIX + it.id, value: JSON.stringify(tomb) })
+          applied.push([it.id, tomb])
+          this.log.warn({ id: it.id.slice(0, 200), version: versionText(it.v) }, 'refused a deleted account coming back from a stale core node (collected here); answering with a tombstone')
+          continue
+        }
+        const meta: Meta = it.deleted ? { v: it.v, deleted: true, at: now } : { v: it.v, deleted: false, u: it.value!.updated }
         ops.push(it.deleted ? { type: 'del', key } : { type: 'put', key, value: JSON.stringify(it.value) })
         ops.push({ type: 'put', key: VERSION_PREFIX + it.id, value: JSON.stringify(meta) })
         applied.push([it.id, meta])
@@ -320,7 +393,7 @@ export class AccountReplica extends LevelAccountStore implements Startable {
   }
 
   private schedule (): void {
-    if (!this.running || this.interval <= 0 || this.peers.length === 0) return
+    if (!this.running || this.interval <= 0) return
     this.syncTimer = this.clock.setTimer(this.interval, () => {
       this.syncTimer = undefined
       if (!this.running) return
@@ -329,17 +402,52 @@ export class AccountReplica extends LevelAccountStore implements Startable {
     })
   }
 
-  /** One anti-entropy round with every peer (in turn). Never rejects. */
+  /** One anti-entropy round with every peer (in turn), then tombstone collection. Never rejects. */
   async syncAll (): Promise<void> {
     for (const p of this.peers) {
       if (!this.running) return
       try { await this.syncWith(p) } catch {}
     }
+    if (!this.running) return
+    try { await this.collectTombstones() } catch (err) { this.log.warn({ err: (err as Error).message }, 'tombstone collection failed') }
   }
+
+  /**
+   * Drop the tombstones older than `tombstoneTtl` that every other core node has confirmed (a complete
+   * anti-entropy round with it started after the tombstone was stored here). Resolves with how many.
+   */
+  async collectTombstones (): Promise<number> {
+    return await this.serial(async () => {
+      const now = this.clock.now()
+      const confirmed = this.peers.map(p => this.peerState.get(p)?.lastComplete ?? Number.NEGATIVE_INFINITY)
+      const ids: string[] = []
+      let horizon = this.horizon
+      for (const [id, m] of this.versions) {
+        if (!m.deleted || now - m.v.updated < this.tombstoneTtl) continue
+        const at = m.at ?? this.loadedAt
+        if (!confirmed.every(c => c > at)) continue
+        ids.push(id)
+        if (horizon === undefined || compareVersions(m.v, horizon) > 0) horizon = m.v
+      }
+      if (ids.length === 0) return 0
+      const ops: Array<{ type: 'put', key: string, value: string } | { type: 'del', key: string }> = ids.map(id => ({ type: 'del', key: VERSION_PREFIX + id }))
+      ops.push({ type: 'put', key: GC_HORIZON_KEY, value: JSON.stringify(horizon) })
+      await this.db.batch(ops, { valueEncoding: 'utf8' })
+      for (const id of ids) this.versions.delete(id)
+      this.horizon = horizon
+      this.stats.tombstonesCollected += ids.length
+      this.log.info({ collected: ids.length, horizon: horizon !== undefined ? versionText(horizon) : undefined }, 'collected account tombstones (past the grace period, confirmed by every core node)')
+      return ids.length
+    })
+  }
+
+  /** The newest version of a tombstone collected here (live records not newer are refused when unknown). */
+  collectionHorizon (): AccountVersion | undefined { return this.horizon === undefined ? undefined : { ...this.horizon } }
 
   /** Anti-entropy with one peer: exchange digests, pull what it has newer, push what we have newer. */
   async syncWith (peer: string): Promise<{ pulled: number, pushed: number }> {
     try {
+      const started = this.clock.now()
       const mine = this.digest()
       const res = await this.rpc.call(peer, ACCOUNTS_PROTO, { op: 'digest', buckets: mine.digests }, { timeout: this.timeout })
       if (!isObj(res)) bad('bad digest answer')
@@ -391,7 +499,11 @@ export class AccountReplica extends LevelAccountStore implements Startable {
       this.stats.pulled += pulled
       this.stats.pushedBySync += pushed
       const st = this.peerState.get(peer)
-      if (st !== undefined) { st.lastSync = this.clock.now(); st.reachable = true; delete st.lastError }
+      if (st !== undefined) {
+        st.lastSync = this.clock.now(); st.reachable = true; delete st.lastError
+        // every differing bucket was listed and every pull / push done: the peer holds what we held at the start
+        if (!more) st.lastComplete = started
+      }
       if (pulled + pushed > 0) this.log.info({ peer, pulled, pushed }, 'accounts anti-entropy repaired differences')
       return { pulled, pushed }
     } catch (err) {
@@ -452,6 +564,19 @@ export class AccountReplica extends LevelAccountStore implements Startable {
 
   // ------------------------------------------------------------------ serving
 
+  /** Account writes: from the other core nodes only (a super node reads; the operator writes on a core node). */
+  private requireWriter (from: string, method: string): void {
+    if (this.peerState.has(from)) return
+    this.stats.refusedWrites++
+    const now = this.clock.now()
+    if (now - this.lastRefusalLog >= 10_000) {
+      this.log.warn({ peer: from.slice(0, 80), method, notLogged: this.refusalsNotLogged }, 'refused an account write from a peer that is not a core node')
+      this.lastRefusalLog = now
+      this.refusalsNotLogged = 0
+    } else this.refusalsNotLogged++
+    throw new AccountError('EPERM', `account writes are accepted from the core nodes only, not from ${from.slice(0, 80)}: write users and groups on a core node (its admin API or \`sipring user\` there)`)
+  }
+
   private requirePeer (from: string): void {
     if (!this.peerState.has(from)) throw new AccountError('EINVAL', `replication requests are accepted from the core nodes only, not from ${from.slice(0, 80)}`)
   }
@@ -461,7 +586,7 @@ export class AccountReplica extends LevelAccountStore implements Startable {
     try {
       return await this.dispatch(body, from)
     } catch (err) {
-      if (err instanceof AccountError && err.code === 'EINVAL') this.stats.rejected++
+      if (err instanceof AccountError && (err.code === 'EINVAL' || err.code === 'EPERM')) this.stats.rejected++
       throw err
     }
   }
@@ -480,17 +605,23 @@ export class AccountReplica extends LevelAccountStore implements Startable {
         return { group: (await this.getGroup(body.aor)) ?? null }
       }
       case 'list-users': {
+        // one page (count and bytes bounded, so an answer always fits in one overlay frame)
         const realm = optString(body.realm, 'realm')
+        const after = optString(body.after, 'after')
         const limit = optLimit(body.limit)
-        return { users: await this.listUsers({ ...(realm !== undefined ? { realm } : {}), ...(limit !== undefined ? { limit } : {}) }) }
+        const page = await this.listUsersPage({ ...(realm !== undefined ? { realm } : {}), ...(after !== undefined ? { after } : {}), ...(limit !== undefined ? { limit } : {}) })
+        return { users: page.items, ...(page.next !== undefined ? { next: page.next } : {}) }
       }
       case 'list-groups': {
+        const after = optString(body.after, 'after')
         const limit = optLimit(body.limit)
-        return { groups: await this.listGroups(limit !== undefined ? { limit } : {}) }
+        const page = await this.listGroupsPage({ ...(after !== undefined ? { after } : {}), ...(limit !== undefined ? { limit } : {}) })
+        return { groups: page.items, ...(page.next !== undefined ? { next: page.next } : {}) }
       }
       case 'write': {
         const method = body.method
         if (typeof method !== 'string' || !(WRITE_METHODS as readonly string[]).includes(method)) bad(`write method must be one of ${WRITE_METHODS.join(', ')}`)
+        this.requireWriter(from, method)
         const args = checkList(body.args, 3, 'arguments')
         return { result: await this.callWrite(method as WriteMethod, args) }
       }

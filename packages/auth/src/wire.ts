@@ -54,7 +54,7 @@ export class Hlc {
   }
 
   next (): AccountVersion {
-    const t = this.now()
+    const t = Math.floor(this.now()) // versions are integers on the wire (a simulated clock may have fractions)
     this.last = t > this.last.updated ? { updated: t, counter: 0, origin: this.origin } : { updated: this.last.updated, counter: this.last.counter + 1, origin: this.origin }
     return { ...this.last }
   }

@@ -101,24 +101,92 @@ t.test('core nodes push invalidations: the entry is dropped and onChange fires',
   await a.stop(); await b.stop()
 })
 
-t.test('writes are forwarded to a core node; refusals are final, unreachable cores are skipped', async tt => {
+t.test('writes from a super node are refused by the core nodes (EPERM, final, logged); reads still work', async tt => {
   const { clock, hub, a, b, remote } = await setup()
-  const acc = await settle(clock, remote.addUser({ user: 'frank', realm: REALM, password: 'frank-pw' }))
-  tt.equal(acc.user, 'frank')
+  const calls0 = hub.calls
+  await tt.rejects(settle(clock, remote.addUser({ user: 'frank', realm: REALM, password: 'frank-pw' })), { code: 'EPERM', message: /core nodes only/ })
+  tt.equal(hub.calls - calls0, 1, 'the refusal is final: the second core node is not asked')
+  tt.equal(a.stats.refusedWrites, 1, 'counted on the core node')
   await drive(clock, 20)
-  tt.ok(await b.getUser('frank', REALM), 'written on a core node and replicated')
-  await tt.rejects(settle(clock, remote.addUser({ user: 'frank', realm: REALM, password: 'frank-pw' })), { code: 'EEXIST' })
-  await tt.rejects(settle(clock, remote.addUser({ user: 'bad user', realm: REALM, password: 'xxxxxx' })), { code: 'EINVAL' })
-  await tt.rejects(settle(clock, remote.updateUser('ghost', REALM, { enabled: false })), { code: 'ENOTFOUND' })
+  tt.equal(await a.getUser('frank', REALM), undefined, 'nothing written on core a')
+  tt.equal(await b.getUser('frank', REALM), undefined, 'nor on core b')
+  await settle(clock, a.addUser({ user: 'frank', realm: REALM, password: 'frank-pw' }))
+  await tt.rejects(settle(clock, remote.updateUser('frank', REALM, { enabled: false })), { code: 'EPERM' })
+  await tt.rejects(settle(clock, remote.deleteUser('frank', REALM)), { code: 'EPERM' })
+  await tt.rejects(settle(clock, remote.addGroup({ aor: 'sip:ops@example.org', members: ['frank@example.org'] })), { code: 'EPERM' })
   hub.crash('core-a')
-  const g = await settle(clock, remote.addGroup({ aor: 'sip:ops@example.org', members: ['frank@example.org'] }))
-  tt.same(g.members, ['sip:frank@example.org'], 'written through core b')
-  tt.same((await settle(clock, remote.listGroups())).map(x => x.aor), ['sip:ops@example.org'])
+  await tt.rejects(settle(clock, remote.deleteGroup('sip:ops@example.org')), { code: 'EPERM' }, 'core b refuses too')
+  tt.equal(b.stats.refusedWrites, 1)
+  await settle(clock, b.addGroup({ aor: 'sip:ops@example.org', members: ['frank@example.org'] }))
+  tt.same((await settle(clock, remote.listGroups())).map(x => x.aor), ['sip:ops@example.org'], 'listed through core b')
   tt.equal((await settle(clock, remote.listUsers({ realm: REALM }))).length, 1)
-  tt.equal(await settle(clock, remote.deleteUser('frank', REALM)), true)
-  tt.equal(await settle(clock, remote.getUser('frank', REALM)), undefined, 'deleted: not served from the cache')
-  tt.equal(await settle(clock, remote.deleteGroup('sip:ops@example.org')), true)
+  tt.equal((await settle(clock, remote.getUser('frank', REALM)))?.enabled, true, 'the refused update did not apply')
   await a.stop(); await b.stop()
+})
+
+t.test('listings page: every user of a core node, each answer bounded, cursors checked', async tt => {
+  const { clock, hub, a, b, remote } = await setup()
+  const N = 2345
+  for (let i = 0; i < N; i++) await a.addUser({ user: `u${String(i).padStart(5, '0')}`, realm: i % 2 === 0 ? REALM : 'other.org', password: 'password' })
+  await a.addGroup({ aor: 'sip:g1@example.org', members: ['sip:u00000@example.org'] })
+  await a.addGroup({ aor: 'sip:g2@example.org', members: ['sip:u00002@example.org'] })
+  // the largest answer of one request, in JSON bytes
+  let largest = 0
+  const rpc = hub.rpc('probe')
+  let after: string | undefined
+  let pages = 0
+  const seen: string[] = []
+  for (;;) {
+    const res = await settle(clock, rpc.call('core-a', 'sipring/accounts/1', { op: 'list-users', ...(after !== undefined ? { after } : {}), limit: 1000 })) as { users: Array<{ user: string, realm: string }>, next?: string }
+    largest = Math.max(largest, JSON.stringify(res).length)
+    pages++
+    seen.push(...res.users.map(u => `${u.user}@${u.realm}`))
+    if (res.next === undefined) break
+    after = res.next
+  }
+  tt.equal(pages, 3, '2345 users in pages of 1000')
+  tt.equal(new Set(seen).size, N, 'every user exactly once')
+  tt.ok(largest < 512 * 1024 + 1024, `largest answer ${largest} bytes (≤ maxPageBytes)`)
+  const all = await settle(clock, remote.listUsers())
+  tt.equal(all.length, N, 'RemoteAccountStore.listUsers follows the pages')
+  tt.equal((await settle(clock, remote.listUsers({ realm: 'other.org' }))).length, Math.floor(N / 2), 'with a realm')
+  tt.equal((await settle(clock, remote.listUsers({ limit: 1500 }))).length, 1500, 'up to a limit')
+  const p1 = await settle(clock, remote.listUsersPage({ limit: 2 }))
+  tt.same(p1.items.map(u => u.user), ['u00000', 'u00002'])
+  const p2 = await settle(clock, remote.listUsersPage({ limit: 2, after: p1.next! }))
+  tt.same(p2.items.map(u => u.user), ['u00004', 'u00006'], 'the cursor continues where the page ended')
+  const g = await settle(clock, remote.listGroupsPage({ limit: 1 }))
+  tt.same(g.items.map(x => x.aor), ['sip:g1@example.org'])
+  tt.same((await settle(clock, remote.listGroupsPage({ limit: 1, after: g.next! }))).items.map(x => x.aor), ['sip:g2@example.org'])
+  tt.same((await settle(clock, remote.listGroups())).length, 2)
+  await tt.rejects(remote.listUsersPage({ limit: 1001 }), { code: 'EINVAL', message: /1 to 1000/ }, 'explicit maximum page size')
+  await tt.rejects(remote.listUsersPage({ after: 'x'.repeat(601) }), { code: 'EINVAL' })
+  // a core node that answers a cursor going backwards cannot make the listing loop
+  hub.rpc('loop').serve('sipring/accounts/1', () => ({ users: [], next: 'a' }))
+  const looping = new RemoteAccountStore({ rpc: hub.rpc('super2'), clock, cores: ['loop'] })
+  await tt.rejects(settle(clock, looping.listUsers()), { code: 'EINVAL', message: /cursor/ })
+  await a.stop(); await b.stop()
+})
+
+t.test('a page is bounded in bytes: large groups come in smaller pages, one at least', async tt => {
+  const clock = new SimClock(Date.UTC(2026, 0, 1))
+  const { LevelAccountStore } = await import('@sipring/auth')
+  const s = new LevelAccountStore({ db: new MemoryLevel<string, any>() as unknown as AccountDb, clock })
+  const members = Array.from({ length: 256 }, (_, i) => `sip:member-${String(i).padStart(3, '0')}-${'m'.repeat(400)}@example.org`)
+  for (let i = 0; i < 12; i++) await s.addGroup({ aor: `sip:big${String(i).padStart(2, '0')}@example.org`, members })
+  const sizes: number[] = []
+  let after: string | undefined
+  let n = 0
+  for (;;) {
+    const p = await s.listGroupsPage({ limit: 1000, ...(after !== undefined ? { after } : {}) })
+    sizes.push(JSON.stringify(p.items).length)
+    n += p.items.length
+    if (p.next === undefined) break
+    after = p.next
+  }
+  tt.equal(n, 12, 'every group listed')
+  tt.ok(sizes.length > 1, `${sizes.length} pages`)
+  tt.ok(Math.max(...sizes) <= 512 * 1024 + 2, `largest page ${Math.max(...sizes)} bytes`)
 })
 
 t.test('answers that are not valid records are refused', async tt => {

@@ -149,9 +149,8 @@ t.test('bad requests are answered with an error, never a crash', async tt => {
   const x = hub.rpc('stranger')
   const bad: unknown[] = [
     null, 42, 'x', [], {}, { op: 7 }, { op: 'nope' }, { op: 'get-user', user: 1, realm: REALM },
-    { op: 'write', method: 'constructor', args: [] }, { op: 'write', method: 'addUser', args: 'x' },
-    { op: 'write', method: 'addUser', args: [null] }, { op: 'write', method: 'addUser', args: [{ user: 'a b', realm: REALM, password: 'xxxxx' }] },
-    { op: 'list-users', limit: -1 }, { op: 'list-users', realm: 5 }
+    { op: 'write', method: 'constructor', args: [] },
+    { op: 'list-users', limit: -1 }, { op: 'list-users', limit: 1001 }, { op: 'list-users', realm: 5 }, { op: 'list-users', after: 7 }, { op: 'list-groups', after: '' }
   ]
   for (const body of bad) {
     try {
@@ -160,6 +159,15 @@ t.test('bad requests are answered with an error, never a crash', async tt => {
     } catch (err) {
       tt.ok(err instanceof AccountRpcError && err.remote && err.code === 'EINVAL', `${JSON.stringify(body)} → EINVAL: ${(err as Error).message}`)
     }
+  }
+  // malformed writes: refused (EPERM) from a stranger before their arguments are looked at, EINVAL from a core node
+  const badWrites = [
+    { op: 'write', method: 'addUser', args: 'x' }, { op: 'write', method: 'addUser', args: [null] },
+    { op: 'write', method: 'addUser', args: [{ user: 'a b', realm: REALM, password: 'xxxxx' }] }
+  ]
+  for (const body of badWrites) {
+    await tt.rejects(settle(clock, x.call('a', ACCOUNTS_PROTO, body, { timeout: 500 })), { code: 'EPERM', remote: true }, `stranger: ${JSON.stringify(body).slice(0, 60)} → EPERM`)
+    await tt.rejects(a.handle(body, 'b'), { code: 'EINVAL' }, `core node: ${JSON.stringify(body).slice(0, 60)} → EINVAL`)
   }
   // replication requests only from the core nodes
   const item = { id: 'user!example.org!evil', v: { updated: 9e12, counter: 0, origin: 'stranger' }, deleted: false, value: { user: 'evil', realm: REALM, ha1: { md5: '0'.repeat(32), sha256: '0'.repeat(64) }, enabled: true, created: 1, updated: 1 } }

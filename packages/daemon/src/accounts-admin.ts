@@ -2,12 +2,13 @@
  * Accounts and groups over the admin HTTP API, token protected
  * (`Authorization: Bearer <token>`, the token kept in `<dataDir>/admin-token`):
  *
- *   GET    /users[?realm=R&limit=N]        → 200 {"users": [...]}
+ *   GET    /users[?realm=R&limit=N&after=C]  → 200 {"users": [...], "next"?: C}  (one page: limit 1–1000,
+ *                                          default 1000; pass `next` back as `after` for the next page)
  *   POST   /users  {user, password, realm?, enabled?, maxContacts?, displayName?}  → 201 user
  *   GET    /users/<user>[?realm=R]         → 200 user | 404
  *   PATCH  /users/<user>[?realm=R] {password?, enabled?, maxContacts?, displayName?} → 200 user
  *   DELETE /users/<user>[?realm=R]         → 200 {"deleted": true} | 404
- *   GET    /groups                         → 200 {"groups": [...]}
+ *   GET    /groups[?limit=N&after=C]       → 200 {"groups": [...], "next"?: C}  (paged as /users)
  *   POST   /groups {group, members, policy?} → 201 group
  *   GET    /groups/<aor>                   → 200 group | 404
  *   PATCH  /groups/<aor> {members?, add?, remove?, policy?} → 200 group
@@ -15,11 +16,13 @@
  *   GET    /auth/bans                      → 200 current bans (when authentication is on)
  *
  * Bad input → 400 with `{"error": "..."}`; no/invalid token → 401/403. User views never carry HA1s.
+ * On a super node the accounts live on the core nodes: reads are forwarded, writes are refused by the
+ * core nodes (403: write on a core node's admin API).
  */
 import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from '@sipring/interface'
-import { AccountError, publicAccount, type AccountStore, type Group } from '@sipring/auth'
+import { ACCOUNT_LIMITS, AccountError, publicAccount, type AccountStore, type Group } from '@sipring/auth'
 
 export const MAX_BODY = 64 * 1024
 
@@ -86,6 +89,18 @@ function query (url: URL, allowed: string[]): void {
   for (const k of url.searchParams.keys()) if (!allowed.includes(k)) throw new HttpError(400, `unknown query parameter ${JSON.stringify(k)}${allowed.length > 0 ? ` (allowed: ${allowed.join(', ')})` : ''}`)
 }
 
+/** `limit` and `after` of a listing page. */
+function pageQuery (url: URL): { limit: number, after?: string } {
+  const limitText = url.searchParams.get('limit')
+  const limit = limitText === null ? ACCOUNT_LIMITS.maxPageSize : Number(limitText)
+  if (!/^\d+$/.test(limitText ?? '1') || !Number.isInteger(limit) || limit < 1 || limit > ACCOUNT_LIMITS.maxPageSize) {
+    throw new HttpError(400, `limit must be an integer from 1 to ${ACCOUNT_LIMITS.maxPageSize} (page with after=<next>)`)
+  }
+  const after = url.searchParams.get('after')
+  if (after !== null && (after === '' || after.length > ACCOUNT_LIMITS.maxCursorLength)) throw new HttpError(400, 'after must be the "next" cursor of the previous page')
+  return { limit, ...(after !== null ? { after } : {}) }
+}
+
 function stringList (v: unknown, name: string): string[] | undefined {
   if (v === undefined) return undefined
   if (!Array.isArray(v) || v.some(x => typeof x !== 'string')) throw new HttpError(400, `${name} must be a list of AOR strings`)
@@ -139,13 +154,10 @@ export function createAccountsAdmin (init: AccountsAdminInit): AccountsAdmin {
       if (name === undefined) {
         allow(['GET', 'POST'])
         if (method === 'GET') {
-          query(url, ['realm', 'limit'])
+          query(url, ['realm', 'limit', 'after'])
           const realm = url.searchParams.get('realm') ?? undefined
-          const limitText = url.searchParams.get('limit')
-          const limit = limitText === null ? undefined : Number(limitText)
-          if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new HttpError(400, 'limit must be a positive integer')
-          const users = await accounts.listUsers({ ...(realm !== undefined ? { realm } : {}), ...(limit !== undefined ? { limit } : {}) })
-          send(res, 200, { users: users.map(publicAccount) }); return
+          const page = await accounts.listUsersPage({ ...(realm !== undefined ? { realm } : {}), ...pageQuery(url) })
+          send(res, 200, { users: page.items.map(publicAccount), ...(page.next !== undefined ? { next: page.next } : {}) }); return
         }
         query(url, [])
         const body = await readJson(req)
@@ -185,8 +197,12 @@ export function createAccountsAdmin (init: AccountsAdminInit): AccountsAdmin {
     if (parts[0] === 'groups') {
       if (name === undefined) {
         allow(['GET', 'POST'])
+        if (method === 'GET') {
+          query(url, ['limit', 'after'])
+          const page = await accounts.listGroupsPage(pageQuery(url))
+          send(res, 200, { groups: page.items.map(groupView), ...(page.next !== undefined ? { next: page.next } : {}) }); return
+        }
         query(url, [])
-        if (method === 'GET') { send(res, 200, { groups: (await accounts.listGroups()).map(groupView) }); return }
         const body = await readJson(req)
         only(body, ['group', 'members', 'policy'])
         const g = await accounts.addGroup({
@@ -237,7 +253,8 @@ export function createAccountsAdmin (init: AccountsAdminInit): AccountsAdmin {
           return
         }
         if (err instanceof AccountError) {
-          send(res, err.code === 'EEXIST' ? 409 : err.code === 'ENOTFOUND' ? 404 : err.code === 'EUNAVAILABLE' ? 503 : 400, { error: err.message }, err.code === 'EUNAVAILABLE' ? { 'Retry-After': '5' } : {}); return
+          if (err.code === 'EPERM') init.logger.warn({ url: url.pathname, method: req.method, err: err.message }, 'account write refused by the core nodes')
+          send(res, err.code === 'EEXIST' ? 409 : err.code === 'ENOTFOUND' ? 404 : err.code === 'EUNAVAILABLE' ? 503 : err.code === 'EPERM' ? 403 : 400, { error: err.message }, err.code === 'EUNAVAILABLE' ? { 'Retry-After': '5' } : {}); return
         }
         init.logger.error({ err: (err as Error).message, url: url.pathname }, 'accounts admin request failed')
         send(res, 500, { error: 'internal error' })

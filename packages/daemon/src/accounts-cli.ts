@@ -5,7 +5,7 @@
  */
 import { request } from 'node:http'
 import { resolve } from 'node:path'
-import { AccountError, LevelAccountStore, publicAccount, type GroupPolicy } from '@sipring/auth'
+import { ACCOUNT_LIMITS, AccountError, LevelAccountStore, publicAccount, type GroupPolicy } from '@sipring/auth'
 import { groupView } from './accounts-admin.js'
 import { accountsSublevel, openDataDb, readAdminToken } from './accounts-files.js'
 import type { Clock } from '@sipring/interface'
@@ -146,7 +146,8 @@ function directBackend (store: LevelAccountStore, defaultRealm: string | undefin
         if (kind === 'users') {
           if (name === undefined && method === 'GET') {
             const r = url.searchParams.get('realm') ?? undefined
-            return { status: 200, body: { users: (await store.listUsers(r !== undefined ? { realm: r } : {})).map(publicAccount) } }
+            const page = await store.listUsersPage({ ...(r !== undefined ? { realm: r } : {}), ...pageOf(url) })
+            return { status: 200, body: { users: page.items.map(publicAccount), ...(page.next !== undefined ? { next: page.next } : {}) } }
           }
           const realm = realmOr(b.realm ?? url.searchParams.get('realm'))
           if (name === undefined) return { status: 201, body: publicAccount(await store.addUser({ ...b, realm } as never)) }
@@ -157,7 +158,10 @@ function directBackend (store: LevelAccountStore, defaultRealm: string | undefin
           if (method === 'DELETE') return await store.deleteUser(name, realm) ? { status: 200, body: { deleted: true } } : { status: 404, body: { error: `no user ${name}@${realm}` } }
           return { status: 200, body: publicAccount(await store.updateUser(name, realm, b)) }
         }
-        if (name === undefined && method === 'GET') return { status: 200, body: { groups: (await store.listGroups()).map(groupView) } }
+        if (name === undefined && method === 'GET') {
+          const page = await store.listGroupsPage(pageOf(url))
+          return { status: 200, body: { groups: page.items.map(groupView), ...(page.next !== undefined ? { next: page.next } : {}) } }
+        }
         if (name === undefined) return { status: 201, body: groupView(await store.addGroup({ aor: b.group, members: b.members, ...(b.policy !== undefined ? { policy: b.policy } : {}) })) }
         if (method === 'GET') {
           const g = await store.getGroup(name)
@@ -170,6 +174,26 @@ function directBackend (store: LevelAccountStore, defaultRealm: string | undefin
         throw err
       }
     }
+  }
+}
+
+function pageOf (url: URL): { limit?: number, after?: string } {
+  const l = url.searchParams.get('limit'); const a = url.searchParams.get('after')
+  return { ...(l !== null ? { limit: Number(l) } : {}), ...(a !== null ? { after: a } : {}) }
+}
+
+/** Every item of a paged listing (`GET /users` / `GET /groups`), following `next` (at most 100,000 items). */
+async function listAll (b: Backend, path: string, field: 'users' | 'groups'): Promise<View[]> {
+  const out: View[] = []
+  let after: string | undefined
+  for (;;) {
+    const sep = path.includes('?') ? '&' : '?'
+    const r = check(await b.call('GET', `${path}${sep}limit=${ACCOUNT_LIMITS.maxPageSize}${after !== undefined ? `&after=${encodeURIComponent(after)}` : ''}`))
+    const items = r[field]
+    if (!Array.isArray(items)) throw new CliError(`the admin API answered no ${field} list`)
+    out.push(...(items as View[]))
+    if (typeof r.next !== 'string' || r.next === after || out.length >= ACCOUNT_LIMITS.maxListLimit) return out
+    after = r.next
   }
 }
 
@@ -276,8 +300,7 @@ export async function userCommand (args: string[], env: NodeJS.ProcessEnv, io: A
           return
         }
         case 'list': {
-          const r = check(await b.call('GET', `/users${realmQuery(realm)}`))
-          const users = r.users as View[]
+          const users = await listAll(b, `/users${realmQuery(realm)}`, 'users')
           io.out(p.flags.has('--json') ? JSON.stringify(users, null, 2) : users.length === 0 ? '(no users)' : users.map(userLine).join('\n'))
         }
       }
@@ -320,7 +343,7 @@ export async function groupCommand (args: string[], env: NodeJS.ProcessEnv, io: 
         }
         case 'del': check(await b.call('DELETE', path)); io.out(`deleted ${p.positional[0]!}`); return
         case 'list': {
-          const groups = check(await b.call('GET', '/groups')).groups as View[]
+          const groups = await listAll(b, '/groups', 'groups')
           io.out(p.flags.has('--json') ? JSON.stringify(groups, null, 2) : groups.length === 0 ? '(no groups)' : groups.map(groupLine).join('\n'))
         }
       }

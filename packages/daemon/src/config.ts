@@ -97,6 +97,11 @@ export interface SipringConfig {
   overloadMaxInFlight: number
   /** Retry-After seconds of that 503 (default 5). */
   overloadRetryAfter: number
+  /**
+   * Core nodes: seconds a deleted user/group's tombstone is kept at least (default 604800 = 7 days,
+   * 3600–31536000); it is then dropped once every other core node has confirmed it.
+   */
+  accountsTombstoneTtl: number
 }
 
 export type GroupForking = 'distributed' | 'centralized'
@@ -170,6 +175,7 @@ export function defaultConfig (): SipringConfig {
     groupMaxDepth: 3,
     overloadMaxInFlight: 2000,
     overloadRetryAfter: 5,
+    accountsTombstoneTtl: 604_800,
     auth: { enabled: false, nonceTtl: 300, maxFailuresPerSource: 10, maxFailuresPerUser: 20, failureWindow: 60, banTime: 300, banStatus: 403, algorithms: ['SHA-256', 'MD5'] }
   }
 }
@@ -394,7 +400,7 @@ export const CONFIG_KEYS = [
   'maxContactsPerAor', 'logLevel', 'tls', 'nodeId', 'recordRoute', 'advertise',
   'overlay', 'overlayListen', 'overlayAnnounce', 'join', 'replicas', 'auth', 'overlayCa', 'overlayCredential', 'role', 'coreNodes',
   'groupForking', 'groupMaxBranches', 'groupMemberTimeout', 'groupMaxDepth',
-  'overloadMaxInFlight', 'overloadRetryAfter', 'overlayAckTimeout', 'overlayTrustLocalFor'
+  'overloadMaxInFlight', 'overloadRetryAfter', 'overlayAckTimeout', 'overlayTrustLocalFor', 'accountsTombstoneTtl'
 ] as const
 type Key = typeof CONFIG_KEYS[number]
 
@@ -475,6 +481,7 @@ function validateLayer (layer: Layer, issues: Issues): Partial<SipringConfig> {
       case 'groupMemberTimeout': { const n = checkInt(raw, key, 0, 86_400, local, '0–86400 seconds (0 = until answered)'); if (n !== undefined) out.groupMemberTimeout = n; break }
       case 'groupMaxDepth': { const n = checkInt(raw, key, 1, 16, local); if (n !== undefined) out.groupMaxDepth = n; break }
       case 'overloadMaxInFlight': { const n = checkInt(raw, key, 0, 10_000_000, local, '0–10000000 requests (0 = no bound)'); if (n !== undefined) out.overloadMaxInFlight = n; break }
+      case 'accountsTombstoneTtl': { const n = checkInt(raw, key, 3600, 31_536_000, local, '3600–31536000 seconds (1 hour to 365 days)'); if (n !== undefined) out.accountsTombstoneTtl = n; break }
       case 'overloadRetryAfter': { const n = checkInt(raw, key, 0, 86_400, local, '0–86400 seconds'); if (n !== undefined) out.overloadRetryAfter = n; break }
     }
     const origin = layer.origin[key]
@@ -574,6 +581,7 @@ export const ENV_VARS: Record<string, Key | 'config' | 'tlsCert' | 'tlsKey' | 'a
   SIPRING_GROUP_MAX_DEPTH: 'groupMaxDepth',
   SIPRING_OVERLOAD_MAX_IN_FLIGHT: 'overloadMaxInFlight',
   SIPRING_OVERLOAD_RETRY_AFTER: 'overloadRetryAfter',
+  SIPRING_ACCOUNTS_TOMBSTONE_TTL: 'accountsTombstoneTtl',
   SIPRING_AUTH: 'authEnabled',
   SIPRING_AUTH_REALM: 'authRealm',
   SIPRING_AUTH_ALGORITHMS: 'authAlgorithms'
@@ -647,6 +655,7 @@ export const START_FLAGS: Record<string, FlagSpec> = {
   '--group-max-depth': { key: 'groupMaxDepth', arg: 'N', describe: 'nesting depth of groups in groups, the called group counting 1 (default 3)' },
   '--overload-max-in-flight': { key: 'overloadMaxInFlight', arg: 'N', describe: 'requests processed at once; more are answered 503 + Retry-After before any work (default 2000; 0 = no bound)' },
   '--overload-retry-after': { key: 'overloadRetryAfter', arg: 'SECONDS', describe: 'Retry-After of the overload 503 (default 5)' },
+  '--accounts-tombstone-ttl': { key: 'accountsTombstoneTtl', arg: 'SECONDS', describe: 'core nodes: keep a deleted account\'s tombstone at least this long, then until every core node has it (default 604800 = 7 days)' },
   '--auth': { key: 'authEnabled', arg: 'true|false', describe: 'digest authentication of clients with the accounts of the data dir (default false; see `sipring user`)' },
   '--auth-realm': { key: 'authRealm', arg: 'REALM', describe: 'digest realm (default: the first --domain)' },
   '--auth-algorithms': { key: 'authAlgorithms', arg: 'ALG,ALG', describe: 'digest challenges offered, in order: SHA-256, MD5, SHA-512-256 (default SHA-256,MD5)' },

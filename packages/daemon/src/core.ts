@@ -58,7 +58,7 @@ export async function startCoreDaemon (config: SipringConfig, deps: DaemonDeps):
     throw new DaemonError(`coreNodes: ${(err as Error).message}`, 2, { cause: err })
   }
   void net.join(config.coreNodes.filter(a => !a.endsWith(`/p2p/${net.self}`)))
-  const node = createCoreNode({ clock: deps.clock, rng: deps.rng, logger: log, network: net, db: accountsSublevel(db) }, { peers })
+  const node = createCoreNode({ clock: deps.clock, rng: deps.rng, logger: log, network: net, db: accountsSublevel(db) }, { peers, tombstoneTtl: config.accountsTombstoneTtl * 1000 })
   try {
     await node.start()
   } catch (err) {

@@ -66,6 +66,11 @@ export interface CoreNodeInit {
   requestTimeout?: number
   /** Super nodes that read are told about changes this long after their last read, ms (default 10 min). */
   subscriberTtl?: number
+  /**
+   * Grace period of account tombstones, ms (default 7 days): a deleted user or group is forgotten
+   * once older than this AND confirmed by every other core node (see AccountReplica).
+   */
+  tombstoneTtl?: number
 }
 
 export interface CoreNodeStatus {
@@ -106,7 +111,8 @@ class CoreNodeImpl implements CoreNode {
       peers: init.peers,
       ...(init.antiEntropyInterval !== undefined ? { antiEntropyInterval: init.antiEntropyInterval } : {}),
       ...(init.requestTimeout !== undefined ? { requestTimeout: init.requestTimeout } : {}),
-      ...(init.subscriberTtl !== undefined ? { subscriberTtl: init.subscriberTtl } : {})
+      ...(init.subscriberTtl !== undefined ? { subscriberTtl: init.subscriberTtl } : {}),
+      ...(init.tombstoneTtl !== undefined ? { tombstoneTtl: init.tombstoneTtl } : {})
     })
   }
 
