@@ -7,7 +7,7 @@ import { silentLogger, type Clock, type Rng, type Timer } from '@sipring/interfa
 import { LiveRing, OverlayError, RingFactory, createHasher, yieldToMicrotasks, type Hasher, type Ring } from '@sipring/overlay'
 import { SimClock, SeededRng } from '@sipring/testkit'
 import {
-  InstrumentedHub, overlayNodeFactory, quantizedClock, type NodeFactory, type RegValue, type SimNode, type TypeCounter
+  Deadline, InstrumentedHub, overlayNodeFactory, quantizedClock, type NodeFactory, type RegValue, type SimNode, type TypeCounter
 } from './adapter.js'
 import { startBatchFailures, startChurn, type ChurnHost } from './churn.js'
 import { configHash, describeScenario, type Scenario } from './scenario.js'
@@ -354,9 +354,9 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   const totalsW = { puts: 0, putsOk: 0 }
 
   const withTimeout = <T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> => {
-    const ac = new AbortController()
-    const timer = clock.setTimer(ms, () => { ac.abort() })
-    return fn(ac.signal).finally(() => { timer.cancel() })
+    const d = new Deadline()
+    const timer = clock.setTimer(ms, () => { d.abort() })
+    return fn(d.signal).finally(() => { timer.cancel() })
   }
 
   const register = (ci: number): void => {
@@ -370,7 +370,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     w.puts++; totalsW.puts++
     withTimeout(W.registerTimeout, signal => node.put(c.key, value, W.expires, signal)).then(() => {
       w.putsOk++; totalsW.putsOk++
-      if (c.seq < seq) { c.seq = seq; c.expires = started + W.expires }
+      if (c.seq < seq) { c.seq = seq; c.expires = started + W.expires; if (rankOf !== undefined) { const j = rankOf[ci]!; rSeq[j] = seq; rExp[j] = c.expires } }
       if (!c.registered) { c.registered = true; registered.push(ci) }
       const refresh = W.expires / 2 * (1 + W.refreshJitter * (2 * workRng.next() - 1))
       at(started + refresh, () => { register(ci) })
@@ -418,8 +418,18 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     return n === undefined ? undefined : n.localSeq !== undefined ? n.localSeq(key) : n.local(key)?.s
   }
   const lostSeen = new Set<string>()
-  /** Client indices in the ring order of their store keys (the sample walks the ring once, in order). */
+  /**
+   * Client indices in the ring order of their store keys (the sample walks the ring once, in order),
+   * with the oracle's state of each client copied in that order (`rSeq`, `rExp`, `rKey`; kept up to
+   * date by `register`), so the walk reads memory in sequence instead of one client object at random
+   * per key.
+   */
   let ringOrder: Uint32Array | undefined
+  /** Rank in ring order of each client index (set with `ringOrder`). */
+  let rankOf: Uint32Array | undefined
+  let rSeq = new Float64Array(0)
+  let rExp = new Float64Array(0)
+  let rKey: string[] = []
   const inRingOrder = (): Uint32Array => {
     if (ringOrder !== undefined) return ringOrder
     const pos = new BigUint64Array(clients.length)
@@ -428,6 +438,11 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     idx.sort((a, b) => pos[a]! < pos[b]! ? -1 : pos[a]! > pos[b]! ? 1 : a - b)
     ringOrder = Uint32Array.from(idx)
     ringPos = BigUint64Array.from(idx, i => pos[i]!)
+    rankOf = new Uint32Array(clients.length)
+    for (let j = 0; j < idx.length; j++) rankOf[idx[j]!] = j
+    rSeq = Float64Array.from(idx, i => clients[i]!.seq)
+    rExp = Float64Array.from(idx, i => clients[i]!.expires)
+    rKey = idx.map(i => clients[i]!.key)
     return ringOrder
   }
   let ringPos: BigUint64Array = new BigUint64Array(0)
@@ -439,23 +454,34 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
     let liveKeys = 0; let avail = 0; let any = 0; let repl = 0; let losses = 0
     const order = inRingOrder()
     const ownersAt = truth.sweep(R)
+    // the sweep hands out one owners array per run of consecutive keys with the same owners: look
+    // their nodes up once per run
+    let runOwners: readonly string[] | undefined
+    const runNodes: Array<SimNode<RegValue> | undefined> = []
     for (let j = 0; j < order.length; j++) {
-      const c = clients[order[j]!]!
-      if (c.seq === 0 || c.expires <= now) continue
-      const e = c
+      const seq = rSeq[j]!
+      if (seq === 0 || rExp[j]! <= now) continue
+      const key = rKey[j]!
       liveKeys++
       const owners = ownersAt(ringPos[j]!)
+      if (owners !== runOwners) {
+        runOwners = owners
+        runNodes.length = owners.length
+        for (let k = 0; k < owners.length; k++) runNodes[k] = hosts.get(owners[k]!)?.node
+      }
       let holders = 0
-      for (const o of owners) {
-        const v = seqAt(o, c.key)
-        if (v !== undefined && v >= e.seq) holders++
+      for (let k = 0; k < owners.length; k++) {
+        const n = runNodes[k]
+        if (n === undefined) continue
+        const v = n.localSeq !== undefined ? n.localSeq(key) : n.local(key)?.s
+        if (v !== undefined && v >= seq) holders++
       }
       if (holders >= Math.min(safe, owners.length) && owners.length > 0) avail++
       if (holders > 0) any++
       repl += owners.length === 0 ? 0 : holders / Math.min(R, owners.length)
-      const tag = holders === 0 ? `${c.key}#${e.seq}` : ''
+      const tag = holders === 0 ? `${key}#${seq}` : ''
       if (holders === 0 && !lostSeen.has(tag)) {
-        const holds = (id: string): boolean => { const v = seqAt(id, c.key); return v !== undefined && v >= e.seq }
+        const holds = (id: string): boolean => { const v = seqAt(id, key); return v !== undefined && v >= seq }
         let somewhere = false
         // a node that is leaving still holds (and is handing over) its items: not lost yet
         for (const id of leaving) if (holds(id)) { somewhere = true; break }
@@ -464,13 +490,13 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
         } else if (!somewhere) {
           // large overlays: the copies that can exist are near the key's owners (old owners not yet
           // handed off, successors that got it early), in the truth ring or in the nodes' shared view
-          const k = storeKey(c.key)
+          const k = storeKey(key)
           for (const id of truth.owners(k, R + NEAR)) if (holds(id)) { somewhere = true; break }
           if (!somewhere && oracleMs !== undefined) for (const id of oracleMs.ring.owners(k, R + NEAR)) if (holds(id)) { somewhere = true; break }
         }
         if (!somewhere) {
           lostSeen.add(tag); losses++
-          log('loss', { key: c.key, seq: e.seq })
+          log('loss', { key, seq })
         }
       }
     }

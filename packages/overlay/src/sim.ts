@@ -37,8 +37,8 @@ export class SimOverlayHub {
   loss: number
   private readonly defaultTimeout: number
   private readonly copyMode: 'clone' | 'freeze' | 'share'
+  /** Every peer ever connected (a crashed one keeps its entry, marked `down`, until it reconnects). */
   private readonly nodes = new Map<PeerId, SimOverlayNetwork>()
-  private readonly down = new Set<PeerId>()
   private readonly cuts = new Set<string>()
   readonly stats: SimStats = { requests: 0, delivered: 0, lost: 0, timeouts: 0 }
 
@@ -59,20 +59,19 @@ export class SimOverlayHub {
 
   /** The network port of peer `id` (created on first call; revives a crashed peer). */
   connect (id: PeerId): SimOverlayNetwork {
-    this.down.delete(id)
     let n = this.nodes.get(id)
     if (n === undefined) { n = new SimOverlayNetwork(this, id); this.nodes.set(id, n) }
+    n.down = false
     return n
   }
 
   /** The peer stops answering and sending; its handlers are dropped (a fresh process must re-register). */
   crash (id: PeerId): void {
-    this.down.add(id)
     const n = this.nodes.get(id)
-    if (n !== undefined) n.handlers.length = 0
+    if (n !== undefined) { n.handlers.length = 0; n.down = true }
   }
 
-  isUp (id: PeerId): boolean { return this.nodes.has(id) && !this.down.has(id) }
+  isUp (id: PeerId): boolean { const n = this.nodes.get(id); return n !== undefined && !n.down }
 
   /** Cut (or heal) the link between two peers, both directions. */
   partition (a: PeerId, b: PeerId, cut = true): void {
@@ -81,7 +80,7 @@ export class SimOverlayHub {
   }
 
   private linked (a: PeerId, b: PeerId): boolean {
-    return !this.cuts.has(a < b ? `${a}\n${b}` : `${b}\n${a}`)
+    return this.cuts.size === 0 || !this.cuts.has(a < b ? `${a}\n${b}` : `${b}\n${a}`)
   }
 
   private delay (): number {
@@ -97,45 +96,71 @@ export class SimOverlayHub {
   /** @internal */
   request (from: PeerId, to: PeerId, msg: OverlayMessage, opts: SendOptions): Promise<OverlayMessage> {
     this.stats.requests++
-    return new Promise<OverlayMessage>((resolve, reject) => {
-      let done = false
-      let timer: Timer | undefined
-      const finish = (fn: () => void): void => {
-        if (done) return
-        done = true
-        timer?.cancel()
-        opts.signal?.removeEventListener('abort', onAbort)
-        fn()
-      }
-      const onAbort = (): void => { finish(() => { reject(new OverlayAbortError()) }) }
-      if (opts.signal?.aborted === true) { onAbort(); return }
-      opts.signal?.addEventListener('abort', onAbort)
-      timer = this.clock.setTimer(opts.timeout ?? this.defaultTimeout, () => {
-        this.stats.timeouts++
-        finish(() => { reject(new OverlayTimeoutError(`${from} → ${to}: ${msg.type} timed out`)) })
-      })
-      if (!this.nodes.has(to)) { finish(() => { reject(new OverlayUnreachableError(`unknown peer ${to}`)) }); return }
-      if (this.down.has(from)) return // a crashed sender's messages go nowhere
-      let copy: OverlayMessage
-      try { copy = this.pass(msg) } catch (err) {
-        finish(() => { reject(new OverlayProtocolError(`request cannot be encoded: ${String(err)}`)) }); return
-      }
-      if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
-      this.clock.setTimer(this.delay(), () => {
-        if (this.down.has(to) || !this.linked(from, to)) { this.stats.lost++; return }
-        this.stats.delivered++
-        void this.nodes.get(to)!.dispatch(copy, from).then(res => {
-          if (this.down.has(to) || this.down.has(from)) return
-          if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
-          let back: OverlayMessage
-          try { back = this.pass(res) } catch (err) {
-            back = { type: 'error', code: 'ERR_ENCODE', message: `response cannot be encoded: ${String(err)}` }
-          }
-          this.clock.setTimer(this.delay(), () => { finish(() => { this.responded(back); resolve(back) }) })
-        })
-      })
+    return new Promise<OverlayMessage>((resolve, reject) => { this.start(new Exchange(from, to, this.nodes.get(from), this.nodes.get(to), msg, opts, resolve, reject)) })
+  }
+
+  /** One request's way through the hub (timers in the same order as ever: timeout, delivery, answer). */
+  private start (x: Exchange): void {
+    const { from, to, src, dst, opts } = x
+    if (opts.signal?.aborted === true) { x.abort(); return }
+    opts.signal?.addEventListener('abort', x)
+    x.timer = this.clock.setTimer(opts.timeout ?? this.defaultTimeout, () => {
+      this.stats.timeouts++
+      if (x.settle()) x.reject(new OverlayTimeoutError(`${from} → ${to}: ${x.msg.type} timed out`))
+    })
+    if (dst === undefined) { if (x.settle()) x.reject(new OverlayUnreachableError(`unknown peer ${to}`)); return }
+    if (src?.down === true) return // a crashed sender's messages go nowhere
+    let copy: OverlayMessage
+    try { copy = this.pass(x.msg) } catch (err) {
+      if (x.settle()) x.reject(new OverlayProtocolError(`request cannot be encoded: ${String(err)}`))
+      return
+    }
+    if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
+    this.clock.setTimer(this.delay(), () => {
+      if (dst.down || !this.linked(from, to)) { this.stats.lost++; return }
+      this.stats.delivered++
+      void dst.dispatch(copy, from).then(res => { this.answer(x, res) })
     })
   }
+
+  private answer (x: Exchange, res: OverlayMessage): void {
+    const { from, to } = x
+    if (x.dst!.down || x.src?.down === true) return
+    if (this.lost() || !this.linked(from, to)) { this.stats.lost++; return }
+    let back: OverlayMessage
+    try { back = this.pass(res) } catch (err) {
+      back = { type: 'error', code: 'ERR_ENCODE', message: `response cannot be encoded: ${String(err)}` }
+    }
+    this.clock.setTimer(this.delay(), () => { if (x.settle()) { this.responded(back); x.resolve(back) } })
+  }
+}
+
+/**
+ * The state of one request in flight: settled once (answer, timeout, abort or error). It is its own
+ * abort listener (an EventListener object), so a request allocates no closures for that.
+ */
+class Exchange {
+  done = false
+  timer: Timer | undefined = undefined
+  constructor (
+    readonly from: PeerId, readonly to: PeerId,
+    /** The sender's and receiver's ports (undefined: not connected; ports are never removed). */
+    readonly src: SimOverlayNetwork | undefined, readonly dst: SimOverlayNetwork | undefined,
+    readonly msg: OverlayMessage, readonly opts: SendOptions,
+    readonly resolve: (m: OverlayMessage) => void, readonly reject: (e: Error) => void
+  ) {}
+
+  /** Marks the request settled (false if it already was): cancels its timeout, drops the abort listener. */
+  settle (): boolean {
+    if (this.done) return false
+    this.done = true
+    this.timer?.cancel()
+    this.opts.signal?.removeEventListener('abort', this)
+    return true
+  }
+
+  abort (): void { if (this.settle()) this.reject(new OverlayAbortError()) }
+  handleEvent (): void { this.abort() }
 }
 
 function deepFreeze (v: unknown): void {
@@ -147,6 +172,8 @@ function deepFreeze (v: unknown): void {
 export class SimOverlayNetwork implements OverlayNetwork {
   /** @internal */
   readonly handlers: RequestHandler[] = []
+  /** @internal crashed (the hub's flag: its messages go nowhere, none reach it) until reconnected. */
+  down = false
   constructor (private readonly hub: SimOverlayHub, readonly self: PeerId) {}
 
   send (to: PeerId, msg: OverlayMessage, opts: SendOptions = {}): Promise<OverlayMessage> {

@@ -33,3 +33,30 @@ t.test('sim network: request/response, delay, loss, partition, crash, abort, enc
   await t.rejects(settle(c, a.send('b', { type: 'store.put', items: [] })), { code: 'ERR_TIMEOUT' })
   t.ok(hub.stats.lost >= 1 && hub.stats.timeouts >= 3)
 })
+
+t.test('sim network: a settled request leaves no timer and no abort listener behind; an aborted signal rejects at once', async t => {
+  const clock = new SimClock()
+  const hub = new SimOverlayHub({ clock, rng: new SeededRng(4), latency: { min: 5, max: 5 }, defaultTimeout: 300 })
+  const a = hub.connect('a'); const b = hub.connect('b')
+  b.onRequest(() => ({ type: 'store.item', item: null }))
+  const c = { clock }
+  // a signal that counts its listeners (function or EventListener object)
+  const listeners = new Set<unknown>()
+  const signal = {
+    aborted: false,
+    addEventListener: (_: string, l: unknown) => { listeners.add(l) },
+    removeEventListener: (_: string, l: unknown) => { listeners.delete(l) }
+  } as unknown as AbortSignal
+  const p = a.send('b', { type: 'store.get', key: 'k' }, { signal })
+  t.equal(listeners.size, 1, 'listening while in flight')
+  t.same(await settle(c, p, 1000, 1), { type: 'store.item', item: null })
+  t.equal(listeners.size, 0, 'listener removed once answered')
+  t.equal(clock.pending, 0, 'timeout cancelled once answered')
+  const q = a.send('b', { type: 'store.get', key: 'k' }, { signal, timeout: 50 })
+  hub.crash('b')
+  await t.rejects(settle(c, q, 1000, 1), { code: 'ERR_TIMEOUT' })
+  t.equal(listeners.size, 0, 'listener removed on timeout')
+  const ac = new AbortController(); ac.abort()
+  await t.rejects(a.send('b', { type: 'store.get', key: 'k' }, { signal: ac.signal }), { name: 'AbortError' })
+  t.equal(clock.pending, 0, 'no timer for a request aborted before it left')
+})

@@ -3,27 +3,46 @@ import type { Clock, Timer } from '@sipring/interface'
 const NOOP = (): void => {}
 
 /**
+ * Slots of the timing wheel (1 ms each, a power of two): a timer due at a whole ms less than this far
+ * ahead goes to its slot's FIFO instead of the heap (16.4 s: network delays, request timeouts, retries).
+ */
+const WHEEL = 16384
+const WORDS = WHEEL >>> 5
+
+/** Index of the lowest set bit of a non-zero 32-bit word. */
+const ctz = (x: number): number => 31 - Math.clz32(x & -x)
+
+/**
  * A scheduled timer: its own handle (one object per timer). Cancelling drops the callback at once, so
  * whatever it captured (a request's state, its promise) can be collected long before the entry
- * reaches the top of the heap; cancelled entries are skipped when popped, and the heap is compacted
- * when they make up most of it.
+ * reaches the top of the heap (or its wheel slot); cancelled entries are skipped when reached, and the
+ * heap is compacted when they make up most of it.
  */
 class Entry implements Timer {
   cancelled = false
-  /** Left the heap (fired): cancelling it now changes nothing. */
+  /** Left the heap or wheel (fired): cancelling it now changes nothing. */
   fired = false
-  constructor (readonly at: number, readonly seq: number, public fn: () => void, private readonly owner: SimClock) {}
+  /** The next entry of the same wheel slot (FIFO). */
+  next: Entry | undefined = undefined
+  constructor (readonly at: number, readonly seq: number, public fn: () => void, private readonly owner: SimClock, readonly inWheel: boolean) {}
   cancel (): void {
     if (this.cancelled || this.fired) return
     this.cancelled = true
     this.fn = NOOP
-    this.owner._cancelled()
+    this.owner._cancelled(this.inWheel)
   }
 }
 
 /**
  * Deterministic discrete-event clock. Timers fire in (time, insertion order); time only moves when
  * the test (or the simulator) calls {@link SimClock.advance} / {@link SimClock.runUntilIdle}.
+ *
+ * Two queues, merged on (time, insertion order) so the order is exactly that of one queue:
+ * - a timing wheel for timers due at a whole ms less than 16.4 s ahead — one FIFO per ms slot: timers
+ *   due at the same ms are set in insertion order, so a slot is sorted by appending; a two-level bitmap
+ *   finds the next non-empty slot. Most simulated timers are short (message delays, request timeouts,
+ *   mostly cancelled): O(1) each instead of a sift through a heap of ~10^6 long timers.
+ * - a binary min-heap for the others (fractional times, far deadlines).
  */
 export class SimClock implements Clock {
   private t: number
@@ -39,22 +58,38 @@ export class SimClock implements Clock {
   private n = 0
   /** Cancelled entries still in the heap. */
   private dead = 0
+  /** Wheel slots (index: due time mod WHEEL): FIFO lists through `Entry.next`, allocated on first use. */
+  private heads: Array<Entry | undefined> | undefined
+  private tails: Array<Entry | undefined> = []
+  /** Bit per non-empty slot, and bit per non-zero word of `bits`. */
+  private readonly bits = new Int32Array(WORDS)
+  private readonly sum = new Int32Array(WORDS >>> 5)
+  /** Entries in the wheel (cancelled ones included) and cancelled ones among them. */
+  private wn = 0
+  private wdead = 0
 
   constructor (start = Date.UTC(2026, 0, 1)) { this.t = start }
 
   now (): number { return this.t }
 
   setTimer (ms: number, fn: () => void): Timer {
-    const e = new Entry(this.t + Math.max(0, ms), this.seq++, fn, this)
+    const at = this.t + Math.max(0, ms)
+    if (Number.isInteger(at) && at >= 0 && at - Math.floor(this.t) < WHEEL) {
+      const e = new Entry(at, this.seq++, fn, this, true)
+      this.wheelPush(e)
+      return e
+    }
+    const e = new Entry(at, this.seq++, fn, this, false)
     this.push(e)
     return e
   }
 
   /** Number of timers still scheduled (cancelled ones excluded). */
-  get pending (): number { return this.n - this.dead }
+  get pending (): number { return this.n - this.dead + this.wn - this.wdead }
 
   /** @internal an entry of this clock was cancelled: compact the heap once most of it is dead. */
-  _cancelled (): void {
+  _cancelled (inWheel: boolean): void {
+    if (inWheel) { this.wdead++; return }
     if (++this.dead > 1024 && this.dead * 2 > this.n) {
       // dropping cancelled entries and re-heapifying keeps the order (time, then insertion seq)
       let k = 0
@@ -73,20 +108,27 @@ export class SimClock implements Clock {
   /** Time of the next live timer, or undefined. */
   nextAt (): number | undefined {
     while (this.n > 0 && this.ents[0]!.cancelled) { this.pop(); this.dead-- }
-    return this.n > 0 ? this.keyAt[0] : undefined
+    const w = this.wheelHead()
+    if (this.n === 0) return w?.at
+    const a = this.keyAt[0]!
+    return w !== undefined && w.at < a ? w.at : a
   }
 
   /** Fire the next due timer (advancing time to it). Returns false when none is left. */
   step (): boolean {
-    while (this.n > 0) {
-      const e = this.pop()!
-      if (e.cancelled) { this.dead--; continue }
-      e.fired = true
-      if (e.at > this.t) this.t = e.at
-      e.fn()
-      return true
-    }
-    return false
+    while (this.n > 0 && this.ents[0]!.cancelled) { this.pop(); this.dead-- }
+    const w = this.wheelHead()
+    let e: Entry
+    if (w !== undefined && (this.n === 0 || w.at < this.keyAt[0]! || (w.at === this.keyAt[0]! && w.seq < this.keySeq[0]!))) {
+      this.wheelShift(w)
+      e = w
+    } else if (this.n > 0) {
+      e = this.pop()!
+    } else return false
+    e.fired = true
+    if (e.at > this.t) this.t = e.at
+    e.fn()
+    return true
   }
 
   /** Advance time by `ms`, firing every timer due on the way, in order. */
@@ -107,6 +149,80 @@ export class SimClock implements Clock {
     while (n < limit && this.step()) n++
     return n
   }
+
+  // ------------------------------------------------------------ timing wheel
+
+  private wheelPush (e: Entry): void {
+    const heads = this.heads ??= new Array<Entry | undefined>(WHEEL).fill(undefined)
+    if (this.tails.length === 0) this.tails = new Array<Entry | undefined>(WHEEL).fill(undefined)
+    const i = e.at % WHEEL
+    const h = heads[i]
+    if (h === undefined) {
+      heads[i] = e
+      this.bits[i >>> 5]! |= 1 << (i & 31)
+      this.sum[i >>> 10]! |= 1 << ((i >>> 5) & 31)
+    } else if (h.at !== e.at) {
+      // entries due a multiple of WHEEL earlier: all cancelled (every live entry of a slot is due at
+      // the same ms, no earlier than now), left behind when time jumped past them; drop them
+      for (let x: Entry | undefined = h; x !== undefined; x = x.next) { this.wn--; this.wdead-- }
+      heads[i] = e
+    } else {
+      this.tails[i]!.next = e
+    }
+    this.tails[i] = e
+    this.wn++
+  }
+
+  /** The wheel's first live entry in (time, insertion) order; drops the cancelled ones before it. */
+  private wheelHead (): Entry | undefined {
+    const heads = this.heads
+    if (this.wn === 0 || heads === undefined) return undefined
+    const from = Math.floor(this.t) % WHEEL
+    for (;;) {
+      let i = this.findFrom(from)
+      if (i < 0) i = this.findFrom(0)
+      if (i < 0) return undefined
+      let h = heads[i]
+      while (h !== undefined && h.cancelled) { const nx: Entry | undefined = h.next; h.next = undefined; h = nx; this.wn--; this.wdead-- }
+      if (h !== undefined) { heads[i] = h; return h }
+      this.clearSlot(i)
+    }
+  }
+
+  /** Remove `e`, the head of its slot. */
+  private wheelShift (e: Entry): void {
+    const i = e.at % WHEEL
+    const nx = e.next
+    e.next = undefined
+    this.wn--
+    if (nx === undefined) this.clearSlot(i); else this.heads![i] = nx
+  }
+
+  private clearSlot (i: number): void {
+    this.heads![i] = undefined
+    this.tails[i] = undefined
+    const w = i >>> 5
+    const b = (this.bits[w]! &= ~(1 << (i & 31)))
+    if (b === 0) this.sum[w >>> 5]! &= ~(1 << (w & 31))
+  }
+
+  /** First non-empty slot at index ≥ i, or -1. */
+  private findFrom (i: number): number {
+    const bits = this.bits; const sum = this.sum
+    let w = i >>> 5
+    const word = bits[w]! & (-1 << (i & 31))
+    if (word !== 0) return (w << 5) + ctz(word)
+    w++
+    while (w < WORDS) {
+      const sw = w >>> 5
+      const s = sum[sw]! & (-1 << (w & 31))
+      if (s !== 0) { const ww = (sw << 5) + ctz(s); return (ww << 5) + ctz(bits[ww]!) }
+      w = (sw + 1) << 5
+    }
+    return -1
+  }
+
+  // ------------------------------------------------------------ heap
 
   private push (e: Entry): void {
     if (this.n === this.keyAt.length) {

@@ -57,3 +57,57 @@ t.test('pending counts live timers only: cancelling a fired or cancelled timer c
   t.same(rest, want, 'fired in time order, ties by insertion')
   t.same(fired.slice(0, 2), [0, 1])
 })
+
+t.test('timing wheel and heap together fire in exactly (time, insertion) order: random timers against a reference', async t => {
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const rng = new SeededRng(seed)
+    const c = new SimClock(seed === 5 ? 0.5 : 1_000_000) // a fractional start puts every timer in the heap
+    /** Live timers: id → due time (ids are in insertion order). */
+    const ref = new Map<number, number>()
+    const handles = new Map<number, { cancel: () => void }>()
+    let last = { at: -Infinity, id: -1 }
+    let bad = ''
+    let next = 0
+    let fires = 0
+    const cancelOne = (): void => {
+      if (handles.size === 0) return
+      const victim = [...handles.keys()][rng.int(handles.size)]!
+      handles.get(victim)!.cancel(); handles.get(victim)!.cancel()
+      ref.delete(victim); handles.delete(victim)
+    }
+    const add = (depth: number): void => {
+      const id = next++
+      const r = rng.next()
+      // short whole-ms delays (wheel), fractional and far ones (heap), the wheel's span, whole wheel turns
+      const ms = r < 0.5 ? rng.int(40) : r < 0.65 ? rng.next() * 50 : r < 0.8 ? 16_000 + rng.int(800) : r < 0.9 ? 16_384 : rng.int(3) * 16_384 + rng.int(5)
+      const at = c.now() + Math.max(0, ms)
+      ref.set(id, at)
+      handles.set(id, c.setTimer(ms, () => {
+        fires++
+        if (!ref.has(id)) bad ||= `cancelled timer ${id} fired`
+        if (c.now() !== at) bad ||= `timer ${id} due at ${at} fired at ${c.now()}`
+        if (at < last.at || (at === last.at && id < last.id)) bad ||= `timer ${id} (${at}) fired after ${last.id} (${last.at})`
+        last = { at, id }
+        ref.delete(id); handles.delete(id)
+        if (depth < 3 && rng.next() < 0.5) add(depth + 1)
+        if (rng.next() < 0.2) cancelOne()
+      }))
+    }
+    for (let round = 0; round < 60; round++) {
+      for (let i = 0; i < 50; i++) add(0)
+      for (let i = 0; i < 10; i++) cancelOne()
+      t.equal(c.pending, ref.size, `seed ${seed} round ${round}: pending`)
+      const target = c.now() + (rng.next() < 0.2 ? 40_000 : rng.int(60))
+      c.advanceTo(target)
+      t.equal(c.now(), target)
+      t.equal([...ref.values()].every(at => at > target), true, `seed ${seed} round ${round}: every timer due by the target fired`)
+      t.equal(bad, '', `seed ${seed} round ${round}: ${bad}`)
+      if (bad !== '') return
+    }
+    c.runUntilIdle()
+    t.equal(bad, '')
+    t.equal(c.pending, 0, `seed ${seed}: drained`)
+    t.equal(ref.size, 0)
+    t.ok(fires > 3000, `seed ${seed}: ${fires} timers fired`)
+  }
+})
