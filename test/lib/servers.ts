@@ -12,6 +12,8 @@ import { freePort, sipUdpAlive, tcpListening } from './ports.js'
 import { startProcess, tempDir } from './proc.js'
 
 export type { RunningServer } from './kamailio.js'
+const NODE_FLAGS = ['--max-semi-space-size=64']
+
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const DOMAIN = 'sipring.test'
 
@@ -51,8 +53,9 @@ export function targetKind (): ServerKind {
 
 /** The argv that runs the sipring CLI: [node, ...args]. */
 export function sipringCommand (mode: 'dist' | 'source'): string[] {
-  if (mode === 'dist') return [join(ROOT, 'packages', 'daemon', 'dist', 'cli.js')]
-  return ['--import', 'tsx', '--conditions=sipring-source', join(ROOT, 'packages', 'daemon', 'src', 'cli.ts')]
+  // the Node flags of the `sipring` command's shebang and of `npm start` (NODE_FLAGS in daemon main.ts)
+  if (mode === 'dist') return [...NODE_FLAGS, join(ROOT, 'packages', 'daemon', 'dist', 'cli.js')]
+  return [...NODE_FLAGS, '--import', 'tsx', '--conditions=sipring-source', join(ROOT, 'packages', 'daemon', 'src', 'cli.ts')]
 }
 
 export function sipringAvailable (mode: 'dist' | 'source' = 'source'): boolean {

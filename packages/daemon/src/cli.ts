@@ -1,5 +1,6 @@
-#!/usr/bin/env node
-// Entry point of the `sipring` command (compiled to dist/cli.js).
+#!/usr/bin/env -S node --max-semi-space-size=64
+// Entry point of the `sipring` command (compiled to dist/cli.js). The shebang's Node flags are
+// NODE_FLAGS in main.ts (npm start and the test/bench harness pass the same).
 import { main } from './main.js'
 
 main(process.argv.slice(2)).then((code) => {

@@ -6,7 +6,7 @@ export {
 } from './config.js'
 export { AdminServer, AdminError, MAX_AOR_LENGTH, type AdminSource, type AdminServerInit } from './admin.js'
 export { startDaemon, DaemonError, formatEndpoint, type Daemon, type DaemonDeps } from './run.js'
-export { main, mainHelp, statusHelp, formatStatus, fetchJson, type Io } from './main.js'
+export { main, mainHelp, statusHelp, formatStatus, fetchJson, NODE_FLAGS, youngGenerationSet, type Io } from './main.js'
 export { VERSION } from './version.js'
 export { overlayCommand, nodeCommand, overlayHelp, nodeHelp, loadAdmission, MAX_CREDENTIAL_DAYS } from './enroll.js'
 export { startCoreDaemon, type CoreDaemon } from './core.js'
