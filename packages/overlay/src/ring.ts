@@ -33,6 +33,17 @@ export interface RingArc {
   end: bigint
 }
 
+/**
+ * A RingArc that also carries its bounds as doubles (`Number(start)`, `Number(end)`), for a first
+ * test on doubles (see the store's handoff): made once by {@link Ring.changedArcs}, read by every
+ * store the arcs are passed to.
+ */
+export class CoarseArc implements RingArc {
+  readonly s: number
+  readonly e: number
+  constructor (readonly start: bigint, readonly end: bigint) { this.s = Number(start); this.e = Number(end) }
+}
+
 export interface RingInit {
   /** Virtual nodes (tokens) per member. */
   vnodes?: number
@@ -76,6 +87,8 @@ const CHUNK_FILL = 384
 interface Chunk {
   pos: BigUint64Array
   own: Uint32Array
+  /** `pos` as 32-bit words: a position's double without reading a BigInt (see {@link numAt}). */
+  w: Uint32Array
   n: number
   /** Generation of the RingData that may write it in place. */
   gen: number
@@ -121,8 +134,28 @@ function capFor (n: number): number {
  * chunk; a copy is one `slice`).
  */
 function newChunk (cap: number, n: number, gen: number): Chunk {
-  const buf = new ArrayBuffer(cap * 12)
-  return { pos: new BigUint64Array(buf, 0, cap), own: new Uint32Array(buf, cap * 8, cap), n, gen }
+  return chunkOn(new ArrayBuffer(cap * 12), cap, n, gen)
+}
+
+function chunkOn (buf: ArrayBuffer, cap: number, n: number, gen: number): Chunk {
+  return { pos: new BigUint64Array(buf, 0, cap), own: new Uint32Array(buf, cap * 8, cap), w: new Uint32Array(buf, 0, cap * 2), n, gen }
+}
+
+/** 2^64 as a double. */
+const RING_SIZE_N = 18446744073709551616
+
+/** Word order of a 64-bit position in memory (little-endian: the low word first). */
+const LITTLE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+const HI = LITTLE ? 1 : 0
+const LO = LITTLE ? 0 : 1
+
+/**
+ * `Number(ch.pos[i])` without making a BigInt: hi · 2^32 is exact and the one rounding of the sum is
+ * the round-to-nearest-even of `Number()`. Rounding is monotonic, so a search on these doubles
+ * lands on or just before the exact answer (only positions with equal doubles lie between).
+ */
+function numAt (ch: Chunk, i: number): number {
+  return ch.w[2 * i + HI]! * 4294967296 + ch.w[2 * i + LO]!
 }
 
 /** Position of a token: (chunk index, index in chunk). */
@@ -138,6 +171,8 @@ export class RingData {
   chunks: Chunk[] = []
   /** Largest position of each chunk (for the directory's binary search). */
   last: bigint[] = []
+  /** `last` as doubles (the search runs on these first). */
+  lastN: number[] = []
   size = 0
   tokenCount = 0
   gen = nextGen++
@@ -147,7 +182,7 @@ export class RingData {
 
   clone (): RingData {
     const d = new RingData(this.table, this.vnodes)
-    d.chunks = this.chunks.slice(); d.last = this.last.slice()
+    d.chunks = this.chunks.slice(); d.last = this.last.slice(); d.lastN = this.lastN.slice()
     d.size = this.size; d.tokenCount = this.tokenCount
     d.membersCache = this.membersCache
     // both sides now share every chunk: neither may write one in place any more
@@ -157,33 +192,73 @@ export class RingData {
 
   /** Build from tokens already sorted by (position, owner name). */
   fill (pos: BigUint64Array, own: Uint32Array, members: number): void {
-    this.chunks = []; this.last = []
+    this.chunks = []; this.last = []; this.lastN = []
     for (let k = 0; k < pos.length; k += CHUNK_FILL) {
       const n = Math.min(CHUNK_FILL, pos.length - k)
       const cap = pos.length <= CHUNK_FILL ? capFor(n) : CHUNK_CAP
       const c = newChunk(cap, n, this.gen)
       c.pos.set(pos.subarray(k, k + n)); c.own.set(own.subarray(k, k + n))
-      this.chunks.push(c); this.last.push(c.pos[n - 1]!)
+      this.chunks.push(c); this.last.push(c.pos[n - 1]!); this.lastN.push(numAt(c, n - 1))
     }
     this.size = members; this.tokenCount = pos.length; this.membersCache = undefined
   }
 
-  /** First chunk whose last position is >= p, or chunks.length. */
-  private chunkFor (p: bigint): number {
-    const a = this.last
-    let lo = 0; let hi = a.length
-    while (lo < hi) { const mid = (lo + hi) >>> 1; if (a[mid]! < p) lo = mid + 1; else hi = mid }
+  /** First chunk whose last position is >= p, or chunks.length (`pn`: `Number(p)`). */
+  private chunkFor (p: bigint, pn = Number(p)): number {
+    // on doubles first (no BigInt comparison), from where a uniform spread of positions puts it (the
+    // positions are hashes: a few probes near one cache line instead of a binary search over the
+    // whole directory), then exactly over the few chunks whose last double equals pn
+    const a = this.lastN
+    const len = a.length
+    let lo = 0; let hi = len
+    if (len > 8) {
+      let g = Math.floor(pn / RING_SIZE_N * len)
+      if (g >= len) g = len - 1
+      if (g < 0) g = 0
+      if (a[g]! < pn) {
+        lo = g + 1; hi = lo
+        for (let step = 1; hi < len && a[hi]! < pn; step *= 2) { lo = hi + 1; hi = lo + step }
+        if (hi > len) hi = len
+      } else {
+        hi = g; lo = g - 1
+        for (let step = 1; lo >= 0 && a[lo]! >= pn; step *= 2) { hi = lo; lo = hi - step }
+        lo = lo < 0 ? 0 : lo + 1
+      }
+    }
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (a[mid]! < pn) lo = mid + 1; else hi = mid }
+    const last = this.last
+    while (lo < len && a[lo] === pn && last[lo]! < p) lo++
     return lo
   }
 
   /** The first token with position >= p, wrapping to the first token (undefined on an empty ring). */
   successor (p: bigint): Cursor | undefined {
     if (this.chunks.length === 0) return undefined
-    const c = this.chunkFor(p)
+    const pn = Number(p)
+    const c = this.chunkFor(p, pn)
     if (c === this.chunks.length) return { c: 0, i: 0 }
     const ch = this.chunks[c]!
-    let lo = 0; let hi = ch.n
-    while (lo < hi) { const mid = (lo + hi) >>> 1; if (ch.pos[mid]! < p) lo = mid + 1; else hi = mid }
+    const n = ch.n
+    let lo = 0; let hi = n
+    if (n > 8) {
+      // interpolate between the chunk's first and last positions, then gallop from there
+      const f = numAt(ch, 0); const l = numAt(ch, n - 1)
+      let g = l > f ? Math.floor((pn - f) / (l - f) * (n - 1)) : 0
+      if (g >= n) g = n - 1
+      if (g < 0) g = 0
+      if (numAt(ch, g) < pn) {
+        lo = g + 1; hi = lo
+        for (let step = 1; hi < n && numAt(ch, hi) < pn; step *= 2) { lo = hi + 1; hi = lo + step }
+        if (hi > n) hi = n
+      } else {
+        hi = g; lo = g - 1
+        for (let step = 1; lo >= 0 && numAt(ch, lo) >= pn; step *= 2) { hi = lo; lo = hi - step }
+        lo = lo < 0 ? 0 : lo + 1
+      }
+    }
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (numAt(ch, mid) < pn) lo = mid + 1; else hi = mid }
+    // exactly only where the doubles tie (a larger double is a larger position)
+    while (lo < n && numAt(ch, lo) === pn && ch.pos[lo]! < p) lo++
     return { c, i: lo }
   }
 
@@ -210,8 +285,8 @@ export class RingData {
     return out
   }
 
-  /** The first `want` (≤ SCRATCH.length) distinct owner slots clockwise from `from`, into SCRATCH; returns how many. */
-  private scan (from: Cursor, want: number): number {
+  /** @internal The first `want` (≤ SCRATCH.length) distinct owner slots clockwise from `from`, into SCRATCH; returns how many. */
+  scan (from: Cursor, want: number): number {
     let c = from.c; let i = from.i; let k = 0
     let ch = this.chunks[c]!
     for (let j = 0; j < this.tokenCount && k < want; j++) {
@@ -264,8 +339,7 @@ export class RingData {
     const ch = this.chunks[c]!
     if (ch.gen === this.gen) return ch
     const cap = ch.pos.length
-    const buf = (ch.pos.buffer as ArrayBuffer).slice(0)
-    const copy: Chunk = { pos: new BigUint64Array(buf, 0, cap), own: new Uint32Array(buf, cap * 8, cap), n: ch.n, gen: this.gen }
+    const copy = chunkOn((ch.pos.buffer as ArrayBuffer).slice(0), cap, ch.n, this.gen)
     this.chunks[c] = copy
     return copy
   }
@@ -280,7 +354,7 @@ export class RingData {
     if (this.chunks.length === 0) {
       const ch = newChunk(16, 1, this.gen)
       ch.pos[0] = p; ch.own[0] = s
-      this.chunks.push(ch); this.last.push(p)
+      this.chunks.push(ch); this.last.push(p); this.lastN.push(Number(p))
       return
     }
     let c = this.chunkFor(p)
@@ -291,15 +365,15 @@ export class RingData {
       const cap = Math.min(CHUNK_CAP, ch.n * 2)
       const grown = newChunk(cap, ch.n, ch.gen)
       grown.pos.set(ch.pos.subarray(0, ch.n)); grown.own.set(ch.own.subarray(0, ch.n))
-      ch.pos = grown.pos; ch.own = grown.own
+      ch.pos = grown.pos; ch.own = grown.own; ch.w = grown.w
     }
     if (ch.n === CHUNK_CAP) {
       const half = CHUNK_CAP >>> 1
       const right = newChunk(CHUNK_CAP, ch.n - half, this.gen)
       right.pos.set(ch.pos.subarray(half, ch.n)); right.own.set(ch.own.subarray(half, ch.n))
       ch.n = half
-      this.chunks.splice(c + 1, 0, right); this.last.splice(c + 1, 0, right.pos[right.n - 1]!)
-      this.last[c] = ch.pos[half - 1]!
+      this.chunks.splice(c + 1, 0, right); this.last.splice(c + 1, 0, right.pos[right.n - 1]!); this.lastN.splice(c + 1, 0, numAt(right, right.n - 1))
+      this.last[c] = ch.pos[half - 1]!; this.lastN[c] = numAt(ch, half - 1)
       if (this.before(ch.pos[half - 1]!, ch.own[half - 1]!, p, s)) { c++; ch = right }
     }
     let i = 0; let hi = ch.n
@@ -307,7 +381,7 @@ export class RingData {
     while (i < ch.n && this.before(ch.pos[i]!, ch.own[i]!, p, s)) i++ // ties: by member id
     ch.pos.copyWithin(i + 1, i, ch.n); ch.own.copyWithin(i + 1, i, ch.n)
     ch.pos[i] = p; ch.own[i] = s; ch.n++
-    this.last[c] = ch.pos[ch.n - 1]!
+    this.last[c] = ch.pos[ch.n - 1]!; this.lastN[c] = numAt(ch, ch.n - 1)
   }
 
   removeToken (p: bigint, s: number): boolean {
@@ -323,7 +397,7 @@ export class RingData {
         const ch = this.writable(cc)
         ch.pos.copyWithin(i, i + 1, ch.n); ch.own.copyWithin(i, i + 1, ch.n); ch.n--
         this.tokenCount--
-        if (ch.n === 0) { this.chunks.splice(cc, 1); this.last.splice(cc, 1) } else this.last[cc] = ch.pos[ch.n - 1]!
+        if (ch.n === 0) { this.chunks.splice(cc, 1); this.last.splice(cc, 1); this.lastN.splice(cc, 1) } else { this.last[cc] = ch.pos[ch.n - 1]!; this.lastN[cc] = numAt(ch, ch.n - 1) }
         return true
       }
       if (lo < ro.n) return false
@@ -602,7 +676,7 @@ export class Ring {
     const s = d.table.slots.get(member)
     if (s === undefined || !d.hasSlot(s)) return []
     const toks = d.table.tokensOf(s)
-    if (d.size - 1 < r) return [{ start: toks[0]!, end: toks[0]! }]
+    if (d.size - 1 < r) return [new CoarseArc(toks[0]!, toks[0]!)]
     const out: RingArc[] = []
     const seen: number[] = []
     for (const tp of toks) {
@@ -616,9 +690,67 @@ export class Ring {
         seen.push(o)
         if (seen.length === r) break
       }
-      out.push({ start: d.posAt(x), end: tp })
+      out.push(new CoarseArc(d.posAt(x), tp))
     }
     return out
+  }
+
+  /**
+   * The arcs `member` holds a replica of, as {@link rangesOf} gives them (sorted by end; empty arcs
+   * between tokens at equal positions left out), computed from the member's own tokens in
+   * O(vnodes · (log N + r)) instead of walking the whole ring; owners are kept as member slots and
+   * named only on demand. Undefined when this ring cannot answer that cheaply (a live view such as
+   * {@link RingPlus}: use `ownersAt`). Lets a store find which of its items it shares with a peer
+   * without a ring search per item (anti-entropy).
+   */
+  replicaRanges (member: PeerId, r: number): ReplicaRanges | undefined {
+    if (!Number.isInteger(r) || r < 1) throw new RangeError(`replication factor must be a positive integer, got ${r}`)
+    const d = this._d
+    const table = d.table
+    const o = table.slots.get(member)
+    if (o === undefined || d.chunks.length === 0) return new ReplicaRanges(table, r, [], [], new Uint32Array(0))
+    // ranges walking back from each of the member's tokens, keyed by their end token's place
+    const keys: number[] = []; const starts: bigint[] = []; const ends: bigint[] = []
+    const own: number[] = []
+    const distinct: number[] = []
+    const single = d.tokenCount === 1
+    const want = Math.min(r, d.size)
+    for (const tp of table.tokensOf(o)) {
+      // this member's token j (the first match of its position and owner; none: not a member)
+      const j = d.successor(tp)!
+      let found = false
+      for (let k = 0; k < d.tokenCount && d.posAt(j) === tp; k++, d.next(j)) if (d.ownerAt(j) === o) { found = true; break }
+      if (!found) return new ReplicaRanges(table, r, [], [], new Uint32Array(0))
+      // the range ending at token k holds `member` iff tokens k..j carry at most r distinct owners
+      distinct.length = 0; distinct.push(o)
+      let end = tp
+      for (let steps = 0; steps < d.tokenCount; steps++) {
+        const prev = d.ownerAt(j)
+        if (steps > 0 && prev === o) break
+        if (!distinct.includes(prev)) distinct.push(prev)
+        if (distinct.length > r) break
+        const key = j.c * CHUNK_CAP + j.i
+        const big = want > SCRATCH.length ? d.walk(j, r) : undefined
+        const n = big !== undefined ? big.length : d.scan(j, want)
+        d.prev(j)
+        const start = d.posAt(j)
+        if (start !== end || single) {
+          keys.push(key); starts.push(start); ends.push(end)
+          for (let q = 0; q < r; q++) own.push(q < n ? (big !== undefined ? big[q]! : SCRATCH[q]!) : NO_SLOT)
+        }
+        end = start
+      }
+    }
+    // in ring order (a range per token: the same key twice only for tied positions)
+    const order = keys.map((_, i) => i).sort((a, b) => keys[a]! - keys[b]!)
+    const s: bigint[] = []; const e: bigint[] = []; const w: number[] = []
+    for (let q = 0; q < order.length; q++) {
+      const i = order[q]!
+      if (q > 0 && keys[i] === keys[order[q - 1]!]) continue
+      s.push(starts[i]!); e.push(ends[i]!)
+      for (let x = 0; x < r; x++) w.push(own[i * r + x]!)
+    }
+    return new ReplicaRanges(table, r, s, e, Uint32Array.from(w))
   }
 
   /** Fraction of the key space every member stores, replicas counted. */
@@ -636,6 +768,57 @@ export class Ring {
     let max = vals.length === 0 ? 0 : -Infinity; let min = vals.length === 0 ? 0 : Infinity
     for (const v of vals) { if (v > max) max = v; if (v < min) min = v }
     return { members: vals.length, replicas, load, mean, max, min, ratio: mean === 0 ? 0 : max / mean }
+  }
+}
+
+/** No owner (a range of a ring with fewer than r members). */
+const NO_SLOT = 0xffffffff
+
+/**
+ * The arcs one member holds a replica of ({@link Ring.replicaRanges}): `starts`/`ends` sorted by end,
+ * owners kept as member slots (named on demand: naming every owner reads member data all over memory).
+ */
+export class ReplicaRanges {
+  /** @internal */
+  constructor (
+    private readonly table: MemberTable,
+    private readonly r: number,
+    readonly starts: readonly bigint[],
+    readonly ends: readonly bigint[],
+    private readonly own: Uint32Array
+  ) {}
+
+  get length (): number { return this.starts.length }
+
+  /** The arcs among these whose owners include `peer` (as {@link CoarseArc}s). */
+  sharedWith (peer: PeerId): CoarseArc[] {
+    const s = this.table.slots.get(peer)
+    const out: CoarseArc[] = []
+    if (s === undefined) return out
+    const r = this.r
+    for (let i = 0; i < this.starts.length; i++) {
+      for (let q = 0; q < r; q++) if (this.own[i * r + q] === s) { out.push(new CoarseArc(this.starts[i]!, this.ends[i]!)); break }
+    }
+    return out
+  }
+
+  /** Every owner of these arcs but `member`, sorted: {@link Ring.replicaPeers}. */
+  peers (member: PeerId): PeerId[] {
+    const self = this.table.slots.get(member)
+    const seen: number[] = []
+    for (const o of this.own) if (o !== NO_SLOT && o !== self && !seen.includes(o)) seen.push(o)
+    return seen.map(o => this.table.names[o]!).sort()
+  }
+
+  /** The arcs with their owners named (`rangesOf`'s form). */
+  ranges (): RingRange[] {
+    const out: RingRange[] = []
+    for (let i = 0; i < this.starts.length; i++) {
+      const owners: PeerId[] = []
+      for (let q = 0; q < this.r; q++) { const o = this.own[i * this.r + q]!; if (o !== NO_SLOT) owners.push(this.table.names[o]!) }
+      out.push({ start: this.starts[i]!, end: this.ends[i]!, owners })
+    }
+    return out
   }
 }
 
@@ -709,6 +892,8 @@ abstract class LiveView extends Ring {
   override replicaPeers (member: PeerId, r: number): PeerId[] { return this.materialize().replicaPeers(member, r) }
   override affectedBy (member: PeerId, r: number): PeerId[] { return this.materialize().affectedBy(member, r) }
   override changedArcs (member: PeerId, r: number): RingArc[] { return this.materialize().changedArcs(member, r) }
+  /** Not answered by a view (it would need a copy): undefined, use `ownersAt`. */
+  override replicaRanges (_member: PeerId, _r: number): ReplicaRanges | undefined { return undefined }
   override sweep (r: number): (pos: bigint) => readonly PeerId[] { return this.materialize().sweep(r) }
   override with (m: PeerId): Ring { return this.materialize().with(m) }
   override without (m: PeerId): Ring { return this.materialize().without(m) }

@@ -5,7 +5,7 @@ import {
   MAX_HOPS, OverlayAbortError, OverlayError, QuorumError,
   type OverlayMessage, type OverlayNetwork, type PeerId, type Version, type WireItem
 } from './network.js'
-import type { Hasher, Ring, RingArc } from './ring.js'
+import { CoarseArc, type Hasher, type ReplicaRanges, type Ring, type RingArc } from './ring.js'
 
 // ---------------------------------------------------------------- merge rules (pure)
 
@@ -68,6 +68,14 @@ export interface ValueMerge<V = unknown> {
    * would give anything else; must not throw.
    */
   dominates?: (incoming: V, storedJson: string, key: string, ctx: MergeContext<V>) => boolean
+  /**
+   * Optional fast path on the JSON texts alone, tried first when a value arrives from another peer
+   * (`from`): true when the value the text `json` spells, as it is, is the join — with the stored
+   * value (`storedJson`, live) or, with nothing stored (`undefined`), with itself (it is valid as
+   * it is). Then the store keeps the text without decoding either side; false: unknown, the other
+   * paths decide. Must never be true when the merge would give anything else; must not throw.
+   */
+  acceptsText?: (json: string, storedJson: string | undefined, key: string, from: PeerId) => boolean
 }
 
 /**
@@ -104,9 +112,10 @@ export interface StoreComponents {
 
 export interface StoreInit {
   /**
-   * Memoize each stored entry's ring position (on the entry) for the handoff and anti-entropy
-   * walks. Saves hashing every key again at each walk, costs ≈ 40–60 B per entry walked. Default
-   * false (a daemon walks rarely and counts bytes per binding); the simulator turns it on.
+   * Keep every stored key's ring position, in a dense index of the item map (in its order, a slot
+   * per key), for the handoff and anti-entropy walks. Saves hashing every key again at each walk
+   * and reading entries outside the arcs walked; costs ≈ 20–40 B per key. Default false (a daemon
+   * walks rarely and counts bytes per binding); the simulator turns it on.
    */
   cachePositions?: boolean
   /** Replicas per item (R). Default 3. */
@@ -326,8 +335,10 @@ export interface StoreStats {
   handoffInterrupted: number
   /** Handoffs resumed after an interruption. */
   handoffResumed: number
-  /** Incoming values of merged keys stored without decoding the stored value (`ValueMerge.dominates`). */
+  /** Incoming values of merged keys stored without decoding the stored value (`ValueMerge.dominates` / `acceptsText`). */
   fastMerges: number
+  /** Incoming values of merged keys accepted from their texts alone, neither side decoded (`ValueMerge.acceptsText`). */
+  textMerges: number
 }
 
 /**
@@ -387,7 +398,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** Value-merge hooks by key prefix (empty: every key is last-writer-wins, the plain path). */
   private readonly merges: Array<[string, ValueMerge<V>]> = []
   private handoffChain: Promise<void> = Promise.resolve()
-  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0, fastMerges: 0 }
+  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0, fastMerges: 0, textMerges: 0 }
 
   constructor (components: StoreComponents, init: StoreInit = {}) {
     super()
@@ -409,7 +420,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     this.bucketBits = Math.log2(buckets)
     this.maxBatch = init.maxItemsPerMessage ?? 500
     this.cachePos = init.cachePositions === true
-    this.items = this.cachePos ? new KeyTrackingMap<string, Entry>() : new Map<string, Entry>()
+    this.items = this.cachePos ? new KeyTrackingMap() : new Map<string, Entry>()
     this.maxKeyLength = init.maxKeyLength ?? 1024
     this.maxLocalItems = init.maxLocalItems ?? 1_000_000
     this.maxSkew = init.maxClockSkew ?? 60_000
@@ -635,6 +646,9 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private selfMerge (item: WireItem<V>, fn: ValueMerge<V>, from: PeerId | undefined): WireItem<V> | undefined {
     let v: V | undefined; let m: V
     try {
+      // the text alone shows the value valid as it is (nothing decoded)
+      if (fn.acceptsText !== undefined && from !== undefined && item.json !== undefined && item.json !== '' &&
+          fn.acceptsText(item.json, undefined, item.key, from)) { this.stats.textMerges++; return item }
       v = itemValue(item)
       if (v === undefined) return item
       m = fn(v, v, item.key, from === undefined ? undefined : { incoming: v, from })
@@ -1012,6 +1026,14 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       } else {
         // both live values of a merged key: store their join (unless it is what is stored already)
         let iv: V | undefined
+        if (fn.acceptsText !== undefined && from !== undefined && from !== this.self && json !== undefined && json !== '' &&
+            cur.json !== undefined && cur.json !== '' && fn.acceptsText(json, cur.json, item.key, from)) {
+          // the incoming text alone is the join, read from both texts (nothing decoded)
+          this.stats.fastMerges++; this.stats.textMerges++
+          if (c < 0) return this.storeItem(item, json, cur, orig)
+          this.observe(item.version); this.observe(cur)
+          return this.storeItem({ key: item.key, version: this.nextVersion(), deleted: false, json, expires: Math.max(item.expires, cur.expires) }, json, cur, undefined)
+        }
         if (fn.dominates !== undefined && from !== undefined && cur.json !== undefined && cur.json !== '') {
           // fast path: the incoming value alone is the join (e.g. a newer write of the only portion
           // stored): the stored text is not decoded, the incoming value only when the writer's object
@@ -1273,32 +1295,26 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   // ------------------------------------------------------------ handoff / re-replication
 
   /**
-   * Ring positions of stored entries, memoized for the handoff and anti-entropy walks when
-   * `cachePositions` is set (in a simulation every ring change nearby walks all items; hashing each
-   * key again dominated it). Kept on the entry: one replaced or dropped takes its position with it.
+   * Ring positions of stored keys, kept for the handoff and anti-entropy walks when `cachePositions`
+   * is set (in a simulation every ring change nearby walks all items; hashing each key again
+   * dominated it), in the item map's dense index (KeyTrackingMap).
    */
   private readonly cachePos: boolean
 
-  /** With `cachePositions`: every stored key's ring position, dense, rebuilt when the key set changed. */
-  private posIndex: { version: number, keys: string[], pos: BigUint64Array, num: Float64Array } | undefined
-
-  private positionIndex (): { keys: string[], pos: BigUint64Array, num: Float64Array } | undefined {
+  private walkPosition (e: Entry): bigint {
     const items = this.items
-    if (!(items instanceof KeyTrackingMap)) return undefined
-    if (this.posIndex?.version !== items.version) {
-      const keys: string[] = []
-      const pos = new BigUint64Array(items.size); const num = new Float64Array(items.size)
-      for (const e of items.values()) { const p = this.walkPosition(e); pos[keys.length] = p; num[keys.length] = Number(p); keys.push(e.key) }
-      this.posIndex = { version: items.version, keys, pos, num }
-    }
-    return this.posIndex
+    if (!(items instanceof KeyTrackingMap)) return this.position(e.key)
+    // memoized in the map's dense index, in the entry's slot (kept by a replacement of the same key)
+    const i = (e as SlotEntry).i
+    if (i === undefined || items.slotKeys[i] !== e.key) return this.position(e.key)
+    return items.num[i] === items.num[i] ? items.pos[i]! : this.fillSlot(items, i, e.key)
   }
 
-  private walkPosition (e: Entry): bigint {
-    if (!this.cachePos) return this.position(e.key)
-    // memoized on the entry itself (a property added only in this mode; entries are replaced, not changed)
-    const c = e as Entry & { p?: bigint }
-    return (c.p ??= this.position(e.key))
+  /** Hash the key in slot `i` of the dense index and keep its position there. */
+  private fillSlot (items: KeyTrackingMap, i: number, key: string): bigint {
+    const p = this.position(key)
+    items.pos[i] = p; items.num[i] = Number(p)
+    return p
   }
 
   /** Hands items to their new owners; resolves with the number of items it found to move. */
@@ -1326,18 +1342,23 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       if (pusher !== this.self) return
       for (const o of owners) if (o !== this.self && !before.includes(o)) add(o, e)
     }
-    const index = arcs !== undefined ? this.positionIndex() : undefined
     if (only !== undefined) {
       for (const k of only) {
         const e = this.items.get(k)
         if (e !== undefined && e.expires > now) consider(e, this.walkPosition(e))
       }
-    } else if (index !== undefined) {
-      // told what changed, with positions kept in a dense index: only the items inside the arcs are read
-      for (let i = 0; i < index.keys.length; i++) {
-        if (!inAnyArc(index.pos[i]!, arcs!, coarse!, index.num[i]!)) continue
-        const e = this.items.get(index.keys[i]!)
-        if (e !== undefined && e.expires > now) consider(e, index.pos[i]!)
+    } else if (arcs !== undefined && this.items instanceof KeyTrackingMap) {
+      // told what changed: the positions in the map's dense index (in the map's order) are tested, and
+      // only the items inside the arcs are read
+      const items = this.items
+      const { slotKeys, num } = items
+      for (let i = 0; i < slotKeys.length; i++) {
+        const k = slotKeys[i]
+        if (k === undefined) continue
+        if (num[i] !== num[i]) this.fillSlot(items, i, k)
+        if (!inAnyArcAt(items.pos, i, num[i]!, arcs, coarse!)) continue
+        const e = items.get(k)!
+        if (e.expires > now) consider(e, items.pos[i]!)
       }
     } else {
       for (const e of this.items.values()) {
@@ -1444,12 +1465,44 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return this.bucketBits === 0 ? 0 : Number(pos >> (this.bucketShift ??= BigInt(64 - this.bucketBits)))
   }
 
-  /** Items both this node and `peer` replicate (by this node's ring), unexpired, with their digest buckets. */
-  private sharedWith (peer: PeerId): Shared {
+  /**
+   * Items both this node and `peer` replicate (by this node's ring), unexpired, with their digest
+   * buckets. `mine`: this node's replica ranges on the current ring when already computed.
+   */
+  private sharedWith (peer: PeerId, mine?: ReplicaRanges): Shared {
     const ring = this.ring
     const out: Shared = { entries: [], buckets: [] }
     if (ring === undefined) return out
     const now = this.clock.now()
+    const items = this.items
+    const ranges = mine ?? ring.replicaRanges(this.self, this.replicas)
+    if (ranges !== undefined) {
+      // the ranges this node holds that `peer` holds too: an item is shared iff it lies in one of them
+      // (the same as its owners including both, without a ring search per item)
+      const arcs = ranges.sharedWith(peer)
+      if (arcs.length === 0) return out
+      const coarse = coarseArcs(arcs)
+      if (items instanceof KeyTrackingMap) {
+        // positions from the dense index (in the map's order); only the items inside are read
+        const { slotKeys, num } = items
+        for (let i = 0; i < slotKeys.length; i++) {
+          const k = slotKeys[i]
+          if (k === undefined) continue
+          if (num[i] !== num[i]) this.fillSlot(items, i, k)
+          if (!inAnyArcAt(items.pos, i, num[i]!, arcs, coarse)) continue
+          const e = items.get(k)!
+          if (e.expires <= now) continue
+          out.entries.push(e); out.buckets.push(this.bucketOf(items.pos[i]!))
+        }
+        return out
+      }
+      for (const e of items.values()) {
+        if (e.expires <= now) continue
+        const pos = this.position(e.key)
+        if (inAnyArc(pos, arcs, coarse)) { out.entries.push(e); out.buckets.push(this.bucketOf(pos)) }
+      }
+      return out
+    }
     for (const e of this.items.values()) {
       if (e.expires <= now) continue
       const pos = this.walkPosition(e)
@@ -1474,12 +1527,15 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   async antiEntropyRound (peer?: PeerId): Promise<number> {
     const ring = this.ring
     if (ring === undefined || !this.running) return 0
-    if (this.peersOf?.ring !== ring) this.peersOf = { ring, peers: ring.replicaPeers(this.self, this.replicas) }
+    const ranges = ring.replicaRanges(this.self, this.replicas)
+    if (this.peersOf?.ring !== ring) {
+      this.peersOf = { ring, peers: ranges !== undefined ? ranges.peers(this.self) : ring.replicaPeers(this.self, this.replicas) }
+    }
     const others = this.peersOf.peers
     const p = peer ?? others[this.rng.int(others.length)]
     if (p === undefined) return 0
     this.stats.antiEntropyRounds++
-    const mine = this.sharedWith(p)
+    const mine = this.sharedWith(p, ranges)
     const res = await this.net.send(p, { type: 'store.digest', buckets: this.digest(mine).map(x => x.toString(16)) }, { timeout: this.timeout })
     if (res.type !== 'store.diff') return 0
     const theirs = new Map<string, WireItem>()
@@ -1566,19 +1622,94 @@ function inAnyArc (pos: bigint, arcs: readonly RingArc[], coarse: Float64Array, 
   return false
 }
 
-/** The arcs' bounds as doubles, [start0, end0, start1, …], for {@link inAnyArc}'s first test. */
+/** The arcs' bounds as doubles, [start0, end0, start1, …], for {@link inAnyArc}'s first test (taken from a {@link CoarseArc}). */
 function coarseArcs (arcs: readonly RingArc[]): Float64Array {
   const out = new Float64Array(arcs.length * 2)
-  for (let i = 0; i < arcs.length; i++) { out[2 * i] = Number(arcs[i]!.start); out[2 * i + 1] = Number(arcs[i]!.end) }
+  for (let i = 0; i < arcs.length; i++) {
+    const a = arcs[i]!
+    if (a instanceof CoarseArc) { out[2 * i] = a.s; out[2 * i + 1] = a.e } else { out[2 * i] = Number(a.start); out[2 * i + 1] = Number(a.end) }
+  }
   return out
 }
 
-/** A Map that counts changes of its key set (a key added or removed), for indexes built over it, and remembers the keys added. */
-class KeyTrackingMap<K, V> extends Map<K, V> {
-  version = 0
+/** Is `pos[i]` (its double: `n`) inside one of the arcs? {@link inAnyArc} reading the BigInt only when a double test passes. */
+function inAnyArcAt (pos: BigUint64Array, i: number, n: number, arcs: readonly RingArc[], coarse: Float64Array): boolean {
+  for (let j = 0; j < arcs.length; j++) {
+    const s = coarse[2 * j]!; const e = coarse[2 * j + 1]!
+    if (s < e ? (n < s || n > e) : (s !== e && n < s && n > e)) continue
+    return inAnyArc(pos[i]!, arcs, coarse, n)
+  }
+  return false
+}
+
+/** An entry of a {@link KeyTrackingMap}, with its slot in the map's dense index. */
+type SlotEntry = Entry & { i?: number }
+
+/**
+ * The entries of a store with `cachePositions`: remembers the keys added (for `rebalance`) and keeps
+ * a dense index of the keys in the map's own order (insertion order: a slot per key, emptied on
+ * delete, compacted when half empty) with their ring positions, hashed when first needed (NaN until
+ * then). An entry replacing one of the same key takes its slot: a refresh hashes nothing, and no
+ * change of the key set rebuilds anything. Each entry carries its slot (`i`).
+ */
+class KeyTrackingMap extends Map<string, Entry> {
   /** Keys added since the owner last cleared it. */
-  readonly added = new Set<K>()
-  override set (k: K, v: V): this { if (!super.has(k)) { this.version++; this.added.add(k) } return super.set(k, v) }
-  override delete (k: K): boolean { const had = super.delete(k); if (had) this.version++; return had }
-  override clear (): void { if (this.size > 0) this.version++; super.clear() }
+  readonly added = new Set<string>()
+  /** The key of each slot (undefined: deleted), in insertion order. */
+  slotKeys: Array<string | undefined> = []
+  /** Ring position of each slot's key (valid where `num` is not NaN). */
+  pos = new BigUint64Array(8)
+  /** The position as a double; NaN: not hashed yet. */
+  num = new Float64Array(8).fill(NaN)
+  private holes = 0
+
+  override set (k: string, v: Entry): this {
+    const old = super.get(k) as SlotEntry | undefined
+    if (old === undefined) {
+      this.added.add(k)
+      const i = this.slotKeys.length
+      if (i === this.num.length) this.grow(i * 2)
+      this.slotKeys.push(k); this.num[i] = NaN
+      ;(v as SlotEntry).i = i
+    } else {
+      (v as SlotEntry).i = old.i
+    }
+    return super.set(k, v)
+  }
+
+  override delete (k: string): boolean {
+    const old = super.get(k) as SlotEntry | undefined
+    if (old === undefined) return false
+    this.slotKeys[old.i!] = undefined
+    this.holes++
+    super.delete(k)
+    if (this.holes >= 16 && this.holes * 2 >= this.slotKeys.length) this.compact()
+    return true
+  }
+
+  override clear (): void {
+    super.clear()
+    this.slotKeys = []; this.holes = 0
+  }
+
+  private grow (cap: number): void {
+    const pos = new BigUint64Array(cap); pos.set(this.pos)
+    const num = new Float64Array(cap).fill(NaN); num.set(this.num)
+    this.pos = pos; this.num = num
+  }
+
+  /** Drop the empty slots (order kept), renumbering the entries. */
+  private compact (): void {
+    const keys = this.slotKeys
+    let j = 0
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]
+      if (k === undefined) continue
+      if (j !== i) { keys[j] = k; this.pos[j] = this.pos[i]!; this.num[j] = this.num[i]! }
+      (super.get(k) as SlotEntry).i = j
+      j++
+    }
+    keys.length = j
+    this.holes = 0
+  }
 }

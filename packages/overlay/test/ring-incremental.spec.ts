@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { createHasher, LiveRing, Ring, RingHandle, type PeerId } from '@sipring/overlay'
+import { CoarseArc, createHasher, LiveRing, Ring, RingHandle, type PeerId } from '@sipring/overlay'
 
 const hasher = await createHasher()
 const FC = { seed: 0x1ee7, numRuns: 40 }
@@ -215,4 +215,91 @@ t.test('a live ring with 20,000 members × 16 vnodes: a join or leave costs micr
   const snapUs = Number(process.hrtime.bigint() - t1) / 1000
   t.ok(snapUs < 20_000, `snapshot + copy-on-write join ${snapUs.toFixed(0)} µs`)
   t.notOk(snap.has('late')); t.ok(live.has('late'))
+})
+
+t.test('replicaRanges: the same arcs as rangesOf (sorted by end), owners included, on rings, live rings and handles; views answer undefined', async t => {
+  const nonEmpty = (ring: Ring, m: PeerId, r: number): string =>
+    ring.rangesOf(m, r).filter(x => x.start !== x.end || ring.ranges(1).length === 1).map(x => `${x.start}:${x.end}:${x.owners.join()}`).join(' ')
+  const show = (rs: ReturnType<Ring['replicaRanges']>): string | undefined => rs?.ranges().map(x => `${x.start}:${x.end}:${x.owners.join()}`).join(' ')
+  fc.assert(fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 39 }), { minLength: 1, maxLength: 25 }), fc.integer({ min: 0, max: 39 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 8 }), (base, j, r, vnodes) => {
+    const ring = new Ring(hasher, base.map(id), { vnodes })
+    const live = new LiveRing(hasher, { vnodes })
+    for (const i of base) live.add(id(i))
+    const handle = new RingHandle(live)
+    for (const m of [...base.map(id), id(j), 'nobody']) {
+      const want = ring.has(m) ? nonEmpty(ring, m, r) : ''
+      for (const x of [ring, live, handle]) if (show(x.replicaRanges(m, r)) !== want) return false
+      // replica partners: every other owner of those ranges
+      const peers = [...new Set(ring.replicaRanges(m, r)!.ranges().flatMap(x => x.owners))].filter(o => o !== m).sort()
+      if (peers.join() !== ring.replicaPeers(m, r).join() || ring.replicaRanges(m, r)!.peers(m).join() !== peers.join()) return false
+      // the arcs shared with each other member: those whose owners include it
+      for (const q of [...base.map(id), 'nobody']) {
+        const rr = ring.replicaRanges(m, r)!
+        const want = rr.ranges().filter(x => x.owners.includes(q)).map(x => `${x.start}:${x.end}`).join(' ')
+        if (rr.sharedWith(q).map(x => `${x.start}:${x.end}`).join(' ') !== want) return false
+      }
+    }
+    // the ranges hold exactly the positions whose owners include the member
+    const m = id(base[0]!)
+    const rs = ring.replicaRanges(m, r)!.ranges()
+    for (const p of probes(ring, ring, 60)) {
+      const inside = rs.some(x => x.start === x.end || (x.start < x.end ? p > x.start && p <= x.end : p > x.start || p <= x.end))
+      if (inside !== ring.ownersAt(p, r).includes(m)) return false
+      const hit = rs.find(x => x.start === x.end || (x.start < x.end ? p > x.start && p <= x.end : p > x.start || p <= x.end))
+      if (hit !== undefined && hit.owners.join() !== ring.ownersAt(p, r).join()) return false
+    }
+    return live.minus(id(j)).replicaRanges(m, r) === undefined && live.plus('extra').replicaRanges(m, r) === undefined
+  }), FC)
+  t.pass()
+})
+
+t.test('changedArcs carries its bounds as doubles (CoarseArc)', async t => {
+  const ring = new Ring(hasher, ['a', 'b', 'c', 'd', 'e'], { vnodes: 4 })
+  const arcs = ring.changedArcs('c', 3)
+  t.equal(arcs.length, 4)
+  for (const a of arcs) {
+    t.ok(a instanceof CoarseArc)
+    t.equal((a as CoarseArc).s, Number(a.start)); t.equal((a as CoarseArc).e, Number(a.end))
+  }
+  t.ok(new Ring(hasher, ['a', 'b'], { vnodes: 4 }).changedArcs('a', 3)[0] instanceof CoarseArc, 'the whole-ring arc too')
+})
+
+t.test('lookups where positions tie as doubles (tokens closer than a double can tell apart) match a naive walk', async t => {
+  // tokens packed around a few bases, 0..4095 apart (a double near 2^63 cannot tell 2048 apart), and
+  // probes next to them: the search on doubles must fall back to exact comparisons there
+  const bases = [0n, 1n << 40n, (1n << 63n) - 5000n, 1n << 63n, (1n << 64n) - 3000n]
+  fc.assert(fc.property(fc.integer({ min: 2, max: 30 }), fc.oneof(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 100, max: 200 })), fc.integer({ min: 0, max: 1000 }), fc.integer({ min: 1, max: 4 }), (n, vnodes, salt, r) => {
+    const tokens = (m: PeerId): BigUint64Array => {
+      const out = new BigUint64Array(vnodes)
+      for (let i = 0; i < vnodes; i++) {
+        const h = hasher.hash64(`${m}/${i}/${salt}`)
+        out[i] = (bases[Number(h % BigInt(bases.length))]! + (h >> 52n)) % (1n << 64n)
+      }
+      return out
+    }
+    const members = Array.from({ length: n }, (_, i) => id(i))
+    const ring = new Ring(hasher, members, { vnodes }, tokens)
+    const live = new LiveRing(hasher, { vnodes }, tokens)
+    for (const m of members) live.add(m)
+    // naive: all tokens sorted by (position, member), first r distinct owners from the first >= p
+    const all = members.flatMap(m => [...tokens(m)].map(p => ({ p, m }))).sort((a, b) => a.p < b.p ? -1 : a.p > b.p ? 1 : a.m < b.m ? -1 : a.m > b.m ? 1 : 0)
+    const naive = (p: bigint): string => {
+      let i = all.findIndex(x => x.p >= p); if (i < 0) i = 0
+      const out: PeerId[] = []
+      for (let k = 0; k < all.length && out.length < Math.min(r, n); k++) { const o = all[(i + k) % all.length]!.m; if (!out.includes(o)) out.push(o) }
+      return out.join()
+    }
+    // (many chunks when vnodes is large: the directory's search is exercised too; every k-th token probed)
+    const stride = Math.max(1, Math.floor(all.length / 150))
+    for (let q = 0; q < all.length; q += stride) {
+      const x = all[q]!
+      for (const d of [-2049n, -1n, 0n, 1n, 2047n]) {
+        const p = ((x.p + d) % (1n << 64n) + (1n << 64n)) % (1n << 64n)
+        const want = naive(p)
+        if (ring.ownersAt(p, r).join() !== want || live.ownersAt(p, r).join() !== want) return false
+      }
+    }
+    return true
+  }), { seed: 0x5eed, numRuns: 60 })
+  t.pass()
 })
