@@ -73,6 +73,8 @@ export interface FactoryContext {
   scenario: Scenario
   /** A stream of the master seed for the factory's own use (e.g. the SIP network of `node: super`). */
   rng: Rng
+  /** Scale mode (`overlay.membership: oracle`): the global membership service every node takes its member from. */
+  oracle?: MembershipOracle
 }
 
 export interface WindowRow {
@@ -197,7 +199,7 @@ export async function runScenario (s: Scenario, opts: RunOptions = {}): Promise<
   // rings are interned by member set; under churn many views coexist, so keep as many as ~256 MiB of tokens allow
   const ringBytes = Math.max(1, s.nodes) * s.overlay.vnodes * 12
   const rings = new RingFactory(hasher, { vnodes: s.overlay.vnodes, cacheSize: Math.max(64, Math.min(4096, Math.floor(256 * 1048576 / ringBytes))) })
-  const ctx: FactoryContext = { clock, hub, hasher, rings, scenario: s, rng: master.fork('factory') }
+  const ctx: FactoryContext = { clock, hub, hasher, rings, scenario: s, rng: master.fork('factory'), ...(oracleMs !== undefined ? { oracle: oracleMs } : {}) }
   const factory = opts.nodeFactory?.(ctx) ?? (s.node === 'super' ? superNodeFactoryFor(ctx) : undefined) ?? overlayNodeFactory({
     clock, logger: silentLogger, hub, hasher, rings, ...(oracleMs !== undefined ? { oracle: oracleMs } : {}),
     init: {

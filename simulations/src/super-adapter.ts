@@ -16,12 +16,13 @@
  * (REGISTER + 200) is on the SimNetwork and counted in its own stats, not in `msgs:*`.
  */
 import { silentLogger, type Clock, type Logger, type Rng } from '@sipring/interface'
-import { OverlayAbortError, OverlayError, OverlayNode, type Hasher, type OverlayNodeInit, type RingFactory, type SimOverlayHub } from '@sipring/overlay'
+import { OverlayAbortError, OverlayError, OverlayNode, type Hasher, type MembershipService, type OverlayNodeInit, type RingFactory, type SimOverlayHub } from '@sipring/overlay'
 import { aorKey, createSuperNode, type AorValue, type ReplicaValue, type SuperNode } from '@sipring/node'
 import { parseMessage, serialize, SipRequest, type SipResponse } from '@sipring/sip'
 import { SimNetwork, type SimTransport } from '@sipring/testkit'
 import type { NodeFactory, RegValue, SimNode } from './adapter.js'
 import type { FactoryContext } from './engine.js'
+import type { MembershipOracle } from './oracle.js'
 
 /** The SIP domain the simulated super nodes serve (the workload's AORs are `sip:u<i>@sim.sipring`). */
 export const SIM_DOMAIN = 'sim.sipring'
@@ -42,6 +43,8 @@ export interface SuperFactoryInit {
   maxExpires: number
   /** The 200 to a REGISTER waits at most this long for the overlay write quorum (default 2000 ms). */
   ackTimeout?: number
+  /** Scale mode: the global membership oracle (instead of one SWIM instance per node). */
+  oracle?: MembershipOracle
 }
 
 /** The failure of a registration answered with a non-2xx (an overlay-level failure for the engine). */
@@ -140,20 +143,24 @@ export function newestOf (value: unknown, aor: string, now: number): RegValue | 
 export class SuperNodeAdapter implements SimNode<RegValue> {
   readonly node: SuperNode
   readonly address: string
-  private readonly overlay: OverlayNode<ReplicaValue>
+  private readonly overlay: OverlayNode<ReplicaValue, MembershipService>
 
   constructor (readonly id: string, rng: Rng, private readonly f: SuperFactoryInit, private readonly env: { net: SimNetwork, uas: UaPool, address: string }) {
     this.address = env.address
     const store = { ...f.init.store, maxTtl: Math.max(f.init.store?.maxTtl ?? 0, f.maxExpires + 60_000) }
-    this.overlay = new OverlayNode<ReplicaValue>({
-      clock: f.clock, rng: rng.fork('overlay'), logger: f.logger, network: f.hub.connect(id), hasher: f.hasher, ringFactory: f.rings
+    this.overlay = new OverlayNode<ReplicaValue, MembershipService>({
+      clock: f.clock, rng: rng.fork('overlay'), logger: f.logger, network: f.hub.connect(id), hasher: f.hasher, ringFactory: f.rings,
+      ...(f.oracle !== undefined ? { membership: f.oracle.member(id) } : {})
     }, { ...f.init, store })
+    const off = this.overlay.store.on('change', () => { this.stored = true; off() })
     this.node = createSuperNode({
       clock: f.clock,
       rng,
       logger: f.logger,
       transports: [env.net.transport({ protocol: 'udp', address: env.address, port: 5060 })],
-      overlay: { node: this.overlay }
+      // the super node uses only the MembershipService part of its overlay's membership (view, get,
+      // view:change), so the oracle's member stands in for SWIM here
+      overlay: { node: this.overlay as unknown as OverlayNode<ReplicaValue> }
     }, {
       domains: [SIM_DOMAIN],
       minExpires: 1,
@@ -161,16 +168,27 @@ export class SuperNodeAdapter implements SimNode<RegValue> {
       defaultExpires: Math.ceil(f.maxExpires / 1000),
       overlay: { ...(f.ackTimeout !== undefined ? { ackTimeout: f.ackTimeout } : {}) }
     })
+    if (f.oracle !== undefined) {
+      // SWIM's view:change carries the members, from which the super node learns its peers' SIP routes
+      // (one node-record read per new member); the oracle's carries none, so hand the view over here
+      const membership = this.overlay.membership
+      const replication = this.node.replication!
+      this.unwatch = membership.on('view:change', () => { replication.learnNodes(membership.view()) })
+    }
   }
+
+  private unwatch: (() => void) | undefined
 
   /** Starts the super node as a one-member overlay (the engine joins it next). */
   async start (): Promise<void> { await this.node.start() }
   async join (seeds: string[]): Promise<void> { await this.overlay.join(seeds) }
   async leave (): Promise<void> {
+    this.unwatch?.()
     try { await this.node.stop({ leave: true }) } finally { this.f.hub.crash(this.id) }
   }
 
   async crash (): Promise<void> {
+    this.unwatch?.()
     this.f.hub.crash(this.id)
     await this.node.stop({ leave: false })
   }
@@ -202,6 +220,8 @@ export class SuperNodeAdapter implements SimNode<RegValue> {
 
   localItems (): number { return this.overlay.store.getStats().items }
   viewSize (): number { return this.overlay.ring.size }
+  private stored = false
+  holdsData (): boolean { return this.stored }
 }
 
 /** The factory of `node: super`: one SIP network and one pool of client UAs per run. */
@@ -233,6 +253,7 @@ export function superNodeFactoryFor (ctx: FactoryContext): NodeFactory<RegValue>
     latency: s.network.latency,
     maxExpires: Math.max(s.workload.expires, 1000),
     ackTimeout: Math.min(2000, s.workload.registerTimeout),
+    ...(ctx.oracle !== undefined ? { oracle: ctx.oracle } : {}),
     init: {
       vnodes: s.overlay.vnodes,
       membership: { protocolPeriod: s.overlay.protocolPeriod, pingTimeout: s.overlay.pingTimeout, suspicionMult: s.overlay.suspicionMult },

@@ -9,3 +9,14 @@ churn:
   downtime: { dist: exponential, mean: 1min }
   crashFraction: 50%
 `
+
+/** 24 super nodes (`node: super`) for 3 simulated minutes, measured from 1 min in 20 s windows. */
+export const superNodesHead = (name: string): string => `
+name: ${name}
+duration: 3min
+warmup: 1min
+window: 20s
+nodes: 24
+bootstrapOver: 12s
+node: super
+`

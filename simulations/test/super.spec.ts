@@ -4,20 +4,12 @@ import {
   ScenarioError, parseScenario, runScenario, stableJson, superNodeFactoryFor, windowsCsv, newestOf,
   type RunResult, type Scenario, type SuperNodeAdapter
 } from '@sipring/simulations'
-import { moderateChurn } from './scenarios.js'
+import { moderateChurn, superNodesHead } from './scenarios.js'
 
 // node: super — every simulated host is a real createSuperNode() (SIP stack, registrar, proxy,
 // LocationReplicator), registered to over SIP by simulated UAs on a SimNetwork.
 const hasher = await createHasher()
-const base = `
-name: super-test
-duration: 3min
-warmup: 1min
-window: 20s
-nodes: 24
-bootstrapOver: 12s
-node: super
-repairProbe: 1s
+const base = superNodesHead('super-test') + `repairProbe: 1s
 overlay: { vnodes: 16, replicas: 3 }
 workload: { clients: 120, expires: 2min, lookupRate: 5/s, registerOver: 30s }
 `
