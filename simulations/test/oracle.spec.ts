@@ -5,6 +5,7 @@ import {
   MembershipOracle, makeDistribution, parseDistribution, parseScenario, runScenario, ScenarioError, stableJson, windowsCsv,
   type OracleMembership, type RunResult
 } from '@sipring/simulations'
+import { moderateChurnFrom } from './scenarios.js'
 
 const hasher = await createHasher()
 
@@ -120,13 +121,7 @@ window: 30s
 nodes: 60
 bootstrapOver: 10s
 overlay: { vnodes: 16, replicas: 3, membership: ${membership}, antiEntropyInterval: 1min, digestBuckets: 16 }
-churn:
-  model: alternating
-  start: 1min
-  session: { dist: weibull, shape: 0.8, median: 3min }
-  downtime: { dist: exponential, mean: 1min }
-  crashFraction: 50%
-workload: { clients: 200, expires: 10min, lookupRate: 5/s, registerOver: 30s }
+${moderateChurnFrom('1min')}workload: { clients: 200, expires: 10min, lookupRate: 5/s, registerOver: 30s }
 `
 
 t.test('scale mode through the engine: deterministic, and it agrees with SWIM on lookup success', async t => {

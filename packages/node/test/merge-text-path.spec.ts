@@ -1,8 +1,9 @@
 import t from 'tap'
 import { SeededRng } from '@sipring/testkit'
-import { aorKey, canonicalJson, portionBytes, type AorValue, type LocationReplicator, type ReplicaValue, type SignedPortion } from '../src/index.js'
+import { aorKey, canonicalJson, type AorValue, type LocationReplicator, type ReplicaValue, type SignedPortion } from '../src/index.js'
 import { DEFAULT_REPLICATION_LIMITS, portionExpiry, solePortion } from '../src/replication.js'
 import { fourNodes, hmacSigner, phone, registerAndWait, run, settle, shutdown } from './overlay-helpers.js'
+import { BOB, portionMaker, ri } from './portion-helpers.js'
 
 // The text path of the portion-wise merge (`LocationReplicator.acceptsText`, the store's
 // `ValueMerge.acceptsText`): a replica receiving an AOR value that holds only its sender's portion
@@ -10,11 +11,8 @@ import { fourNodes, hmacSigner, phone, registerAndWait, run, settle, shutdown } 
 // nothing stored, the join with a stored value holding only an older portion of that node. It must
 // answer true only when `mergeValues` would give the incoming value itself.
 
-const BOB = 'sip:bob@example.org'
 const K = aorKey(BOB)
 const L = DEFAULT_REPLICATION_LIMITS
-/** An integer in [a, b]. */
-const ri = (rng: SeededRng, a: number, b: number): number => a + rng.int(b - a + 1)
 
 t.test('solePortion reads id, version and expiry of a one-portion compact text as JSON.parse does; other forms: undefined', async t => {
   const rng = new SeededRng(11)
@@ -109,17 +107,7 @@ for (const signed of [false, true]) {
     const rep: LocationReplicator = c.nodes.get('n1')!.replication!
     const rng = new SeededRng(signed ? 5 : 6)
     const now = c.clock.now()
-    const portion = (id: string): SignedPortion => {
-      const p: SignedPortion = { uri: rng.next() < 0.05 ? 'http://bad' : `sip:10.0.0.${id.slice(1)}:5060`, v: [now + ri(rng, -2, 2), ri(rng, 0, 2)], b: [] }
-      if (rng.next() < 0.15) p.x = now + ri(rng, -5, 60_000)
-      else p.b = Array.from({ length: ri(rng, 0, 2) }, () => ({ contact: `sip:bob@10.9.0.${ri(rng, 1, 3)}`, expires: now + ri(rng, -1000, 600_000), q: 1, callId: 'c', cseq: ri(rng, 1, 3), path: [], updated: now, ...(rng.next() < 0.3 ? { instance: '"<urn:uuid:00000000-0000-1000-8000-000a95a0e128>"', regId: 1 } : {}) }))
-      if (signed) {
-        const r = rng.next()
-        if (r < 0.85) p.s = hmacSigner(id).sign(portionBytes(BOB, id, p)).toString('base64')
-        else if (r < 0.95) p.s = hmacSigner('n9').sign(portionBytes(BOB, id, p)).toString('base64')
-      }
-      return p
-    }
+    const portion = portionMaker(rng, now, signed, true)
     const value = (max: number): AorValue => {
       const nodes: Record<string, SignedPortion> = {}
       for (const id of ['n1', 'n2', 'n3', 'n4']) if (Object.keys(nodes).length < max && rng.next() < 0.4) nodes[id] = portion(id)
