@@ -241,7 +241,8 @@ export class RingData {
     const n = ch.n
     let lo = 0; let hi = n
     if (n > 8) {
-      // interpolate between the chunk's first and last positions, then gallop from there
+      // interpolate between the chunk's first and last positions, then gallop from there (the same
+      // search as chunkFor's, written out: one helper over both kinds of array measured ≈ 1.5× slower)
       const f = numAt(ch, 0); const l = numAt(ch, n - 1)
       let g = l > f ? Math.floor((pn - f) / (l - f) * (n - 1)) : 0
       if (g >= n) g = n - 1
