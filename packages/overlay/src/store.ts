@@ -1310,6 +1310,22 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     return items.num[i] === items.num[i] ? items.pos[i]! : this.fillSlot(items, i, e.key)
   }
 
+  /**
+   * Every unexpired item whose position lies in `arcs`, with that position, in the map's order: the
+   * dense index's positions are tested (doubles first) and only the items inside are read.
+   */
+  private liveInArcs (items: KeyTrackingMap, arcs: readonly RingArc[], coarse: Float64Array, now: number, fn: (e: Entry, pos: bigint) => void): void {
+    const { slotKeys, num } = items
+    for (let i = 0; i < slotKeys.length; i++) {
+      const k = slotKeys[i]
+      if (k === undefined) continue
+      if (num[i] !== num[i]) this.fillSlot(items, i, k)
+      if (!inAnyArcAt(items.pos, i, num[i]!, arcs, coarse)) continue
+      const e = items.get(k)!
+      if (e.expires > now) fn(e, items.pos[i]!)
+    }
+  }
+
   /** Hash the key in slot `i` of the dense index and keep its position there. */
   private fillSlot (items: KeyTrackingMap, i: number, key: string): bigint {
     const p = this.position(key)
@@ -1350,16 +1366,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
     } else if (arcs !== undefined && this.items instanceof KeyTrackingMap) {
       // told what changed: the positions in the map's dense index (in the map's order) are tested, and
       // only the items inside the arcs are read
-      const items = this.items
-      const { slotKeys, num } = items
-      for (let i = 0; i < slotKeys.length; i++) {
-        const k = slotKeys[i]
-        if (k === undefined) continue
-        if (num[i] !== num[i]) this.fillSlot(items, i, k)
-        if (!inAnyArcAt(items.pos, i, num[i]!, arcs, coarse!)) continue
-        const e = items.get(k)!
-        if (e.expires > now) consider(e, items.pos[i]!)
-      }
+      this.liveInArcs(this.items, arcs, coarse!, now, consider)
     } else {
       for (const e of this.items.values()) {
         if (e.expires <= now) continue
@@ -1483,17 +1490,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       if (arcs.length === 0) return out
       const coarse = coarseArcs(arcs)
       if (items instanceof KeyTrackingMap) {
-        // positions from the dense index (in the map's order); only the items inside are read
-        const { slotKeys, num } = items
-        for (let i = 0; i < slotKeys.length; i++) {
-          const k = slotKeys[i]
-          if (k === undefined) continue
-          if (num[i] !== num[i]) this.fillSlot(items, i, k)
-          if (!inAnyArcAt(items.pos, i, num[i]!, arcs, coarse)) continue
-          const e = items.get(k)!
-          if (e.expires <= now) continue
-          out.entries.push(e); out.buckets.push(this.bucketOf(items.pos[i]!))
-        }
+        this.liveInArcs(items, arcs, coarse, now, (e, pos) => { out.entries.push(e); out.buckets.push(this.bucketOf(pos)) })
         return out
       }
       for (const e of items.values()) {
