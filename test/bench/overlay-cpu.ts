@@ -201,7 +201,7 @@ if (ROUNDS > 1) {
   console.log(`median of ${ROUNDS} rounds: new AORs ${median(perRound['new AORs']!).toFixed(0)} CPU-µs per REGISTER (min ${Math.min(...perRound['new AORs']!).toFixed(0)}), refresh ${median(perRound.refresh!).toFixed(0)} (min ${Math.min(...perRound.refresh!).toFixed(0)})`)
 }
 const st = daemons.map(d => ({ r: d.node.replication?.stats, s: d.node.overlay?.store.getStats() as unknown as Record<string, number>, n: d.overlay }))
-console.log(`per node: ${JSON.stringify(st.map(({ r, s, n }) => ({ published: r?.published, localReads: r?.localReads, blindWrites: r?.blindWrites, localVerifies: r?.localVerifies, repairs: r?.repairs, publishErrors: r?.publishErrors, putMessages: s.putMessages, fastMerges: s.fastMerges, textMerges: s.textMerges, merges: r?.merges, getMessages: s.getMessages, dbBatches: s.dbBatches, overlayRequestsSent: n?.stats().requestsSent })))}`)
+console.log(`per node: ${JSON.stringify(st.map(({ r, s, n }) => ({ published: r?.published, localReads: r?.localReads, blindWrites: r?.blindWrites, localVerifies: r?.localVerifies, repairs: r?.repairs, publishErrors: r?.publishErrors, putMessages: s.putMessages, fastMerges: s.fastMerges, merges: r?.merges, getMessages: s.getMessages, dbBatches: s.dbBatches, overlayRequestsSent: n?.stats().requestsSent })))}`)
 await Promise.all(daemons.map(async d => { await d.stop() }))
 for (const d of dirs) rmSync(d, { recursive: true, force: true })
 process.exit(0)

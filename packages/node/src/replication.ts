@@ -215,152 +215,6 @@ function readPortionVersions (s: string): { ids: string[], v: number[] } | undef
   return i === len - 1 && s.charCodeAt(i) === 125 ? { ids, v } : undefined
 }
 
-/**
- * An AOR value's JSON text holding exactly one portion, read without decoding it: the portion's id,
- * version, expiry (`portionExpiry`) and whether its shape is what `portionShapeOk` requires. Reads the
- * compact form JSON.stringify writes (`{"v":1,"nodes":{"<id>":{…}}}`, no white space) of a text
- * known to be valid JSON, without allocating but the answer; anything else — an escape in the id, a
- * member name or the uri (escapes elsewhere are skipped), white space, a duplicate member, several
- * portions, anything after the nodes — gives undefined (decode it instead).
- */
-export function solePortion (s: string, limits: ReplicationLimits, id?: string): { id: string, v0: number, v1: number, expiry: number } | undefined {
-  if (!s.startsWith(AOR_HEAD) || s.charCodeAt(AOR_HEAD.length) !== 34) return undefined
-  // without any backslash (the usual text) every '"' delimits a string; else the strings read here
-  // (id, member names, uri) must hold none: a '"' found inside one is an escaped one
-  const esc = s.includes('\\')
-  const len = s.length
-  const k = s.indexOf('"', AOR_HEAD.length + 1)
-  if (k < 0) return undefined
-  const idStart = AOR_HEAD.length + 1
-  if (k === idStart || k - idStart > limits.maxStringLength || (esc && hasBackslash(s, idStart, k))) return undefined
-  // `id` given: that portion only (compared in place, not copied)
-  if (id !== undefined && (k - idStart !== id.length || !s.startsWith(id, idStart))) return undefined
-  let i = k + 1
-  if (s.charCodeAt(i) !== 58 || s.charCodeAt(i + 1) !== 123) return undefined // ':{'
-  i += 2
-  let uri = false; let v = false; let b = false; let x = false
-  let v0 = NaN; let v1 = NaN; let expiry = -Infinity
-  for (;;) {
-    // a member of the portion: "name":value
-    if (s.charCodeAt(i) !== 34) return undefined
-    const ke = s.indexOf('"', i + 1)
-    if (ke < 0 || s.charCodeAt(ke + 1) !== 58 || (esc && hasBackslash(s, i + 1, ke))) return undefined
-    const n = ke - i - 1
-    const c1 = s.charCodeAt(i + 1)
-    i = ke + 2
-    if (n === 3 && c1 === 117 && s.startsWith('uri', ke - 3)) {
-      if (uri || s.charCodeAt(i) !== 34) return undefined
-      const e = s.indexOf('"', i + 1)
-      // a sip: or sips: URI (case-insensitive scheme), at most maxStringLength
-      if (e < 0 || e - i - 1 > limits.maxStringLength || (esc && hasBackslash(s, i + 1, e)) || (s.charCodeAt(i + 1) | 32) !== 115 || (s.charCodeAt(i + 2) | 32) !== 105 ||
-          (s.charCodeAt(i + 3) | 32) !== 112) return undefined
-      const c = s.charCodeAt(i + 4)
-      if (!(c === 58 || ((c | 32) === 115 && s.charCodeAt(i + 5) === 58)) || e < i + (c === 58 ? 5 : 6)) return undefined
-      uri = true; i = e + 1
-    } else if (n === 1 && c1 === 118) { // "v"
-      if (v || s.charCodeAt(i) !== 91) return undefined
-      const comma = s.indexOf(',', i + 1); const end = s.indexOf(']', i + 1)
-      if (comma < 0 || end < 0 || comma > end) return undefined
-      v0 = jsonNumber(s, i + 1, comma); v1 = jsonNumber(s, comma + 1, end)
-      if (Number.isNaN(v0) || Number.isNaN(v1)) return undefined
-      v = true; i = end + 1
-    } else if (n === 1 && c1 === 120) { // "x"
-      if (x) return undefined
-      const e = scalarEnd(s, i)
-      const t = jsonNumber(s, i, e)
-      if (Number.isNaN(t)) return undefined
-      if (t > expiry) expiry = t
-      x = true; i = e
-    } else if (n === 1 && c1 === 98) { // "b"
-      if (b || s.charCodeAt(i) !== 91) return undefined
-      b = true; i++
-      if (s.charCodeAt(i) === 93) i++ // []
-      else {
-        for (;;) {
-          if (s.charCodeAt(i) === 123) {
-            // a binding: its own "expires" member counts (once; other members skipped)
-            i++
-            let seen = false
-            if (s.charCodeAt(i) === 125) i++
-            else {
-              for (;;) {
-                if (s.charCodeAt(i) !== 34) return undefined
-                const be = s.indexOf('"', i + 1)
-                if (be < 0 || s.charCodeAt(be + 1) !== 58 || (esc && hasBackslash(s, i + 1, be))) return undefined
-                const isExpires = be - i - 1 === 7 && s.startsWith('expires', i + 1)
-                i = be + 2
-                const c = s.charCodeAt(i)
-                if (isExpires) {
-                  if (seen) return undefined
-                  seen = true
-                }
-                if (c === 34 || c === 123 || c === 91) {
-                  i = valueEnd(s, i)
-                  if (i < 0) return undefined
-                } else {
-                  const e = scalarEnd(s, i)
-                  if (isExpires) { const t = jsonNumber(s, i, e); if (!Number.isNaN(t) && t > expiry) expiry = t }
-                  i = e
-                }
-                const d = s.charCodeAt(i)
-                if (d === 44) { i++; continue }
-                if (d === 125) { i++; break }
-                return undefined
-              }
-            }
-          } else {
-            i = valueEnd(s, i) // not an object: ignored, as portionExpiry does
-            if (i < 0) return undefined
-          }
-          const c = s.charCodeAt(i)
-          if (c === 44) { i++; continue }
-          if (c === 93) { i++; break }
-          return undefined
-        }
-      }
-    } else {
-      i = valueEnd(s, i)
-      if (i < 0) return undefined
-    }
-    const c = s.charCodeAt(i)
-    if (c === 44) { i++; continue }
-    if (c === 125) { i++; break }
-    return undefined
-  }
-  if (!uri || !v || !b || i !== len - 2 || s.charCodeAt(i) !== 125 || s.charCodeAt(i + 1) !== 125) return undefined
-  return { id: id ?? s.slice(idStart, k), v0, v1, expiry }
-}
-
-/** Is there a backslash in `s` from `a` to `b` (exclusive)? */
-function hasBackslash (s: string, a: number, b: number): boolean {
-  for (let i = a; i < b; i++) if (s.charCodeAt(i) === 92) return true
-  return false
-}
-
-/** End (exclusive) of the number or literal starting at `i`. */
-function scalarEnd (s: string, i: number): number {
-  let e = i
-  for (; e < s.length; e++) {
-    const c = s.charCodeAt(e)
-    if (c === 44 || c === 125 || c === 93) break
-  }
-  return e
-}
-
-/** End (exclusive) of the JSON value starting at `i` (strings and nesting skipped); -1 when it does not end. */
-function valueEnd (s: string, i: number): number {
-  const c0 = s.charCodeAt(i)
-  if (c0 === 34) { const e = closingQuote(s, i); return e < 0 ? -1 : e + 1 }
-  if (c0 !== 123 && c0 !== 91) return scalarEnd(s, i)
-  let depth = 0
-  for (let j = i; j < s.length; j++) {
-    const c = s.charCodeAt(j)
-    if (c === 34) { j = closingQuote(s, j); if (j < 0) return -1 } else if (c === 123 || c === 91) depth++
-    else if (c === 125 || c === 93) { if (--depth === 0) return j + 1 }
-  }
-  return -1
-}
-
 /** The finite number that `s` spells from `a` to `b` (a JSON number), NaN for anything else. */
 function jsonNumber (s: string, a: number, b: number): number {
   if (b <= a) return NaN
@@ -611,7 +465,6 @@ export class LocationReplicator {
     if (typeof this.store.setMerge === 'function') {
       const merge: ValueMerge<ReplicaValue> = (a, b, key, ctx) => this.mergeValues(a, b, key, ctx)
       merge.dominates = (incoming, storedJson, key, ctx) => this.dominates(incoming, storedJson, key, ctx)
-      merge.acceptsText = (json, storedJson, key, from) => this.acceptsText(json, storedJson, key, from)
       this.store.setMerge(AOR_PREFIX, merge)
     }
   }
@@ -736,25 +589,6 @@ export class LocationReplicator {
     }
     const aor = key.startsWith(AOR_PREFIX) ? key.slice(AOR_PREFIX.length) : key
     if (!this.allValid(an, aor, ctx.from, this.clock.now())) return false
-    this.stats.merges++
-    return true
-  }
-
-  /**
-   * The store's fast path on texts (`ValueMerge.acceptsText`): a value from `from` holding only
-   * `from`'s own portion (taken on the network's authentication of the sender, as in `mergeValues`:
-   * no signature check), well formed and live, is valid as it is (`storedJson` undefined: nothing
-   * stored) and is the join with a stored value holding only an older portion of that same node.
-   * Read from the texts (`solePortion`) without decoding; anything else → false.
-   */
-  acceptsText (json: string, storedJson: string | undefined, key: string, from: PeerId): boolean {
-    const p = solePortion(json, this.limits, from)
-    if (p === undefined || !(p.expiry > this.clock.now()) || this.limits.maxNodesPerAor < 1) return false
-    if (storedJson !== undefined) {
-      // the stored value: only an older portion of the same node
-      const q = solePortion(storedJson, this.limits, from)
-      if (q === undefined || !(p.v0 > q.v0 || (p.v0 === q.v0 && p.v1 > q.v1))) return false
-    }
     this.stats.merges++
     return true
   }
@@ -1280,8 +1114,7 @@ export class LocationReplicator {
    */
   private ownsNothing (key: string): boolean {
     if (this.trustLocalFor <= 0 || typeof this.store.local !== 'function' || typeof this.store.isOwner !== 'function') return false
-    // the stored text when the store gives it (nothing decoded), else the value
-    return this.store.isOwner(key) && (typeof this.store.localText === 'function' ? this.store.localText(key) : this.store.local(key)) === undefined
+    return this.store.isOwner(key) && this.store.local(key) === undefined
   }
 
   /**

@@ -1,15 +1,17 @@
 import t from 'tap'
 import { SeededRng } from '@sipring/testkit'
-import { aorKey, canonicalJson, type AorValue, type LocationReplicator, type ReplicaValue, type SignedPortion } from '../src/index.js'
+import { aorKey, canonicalJson, portionBytes, type AorValue, type LocationReplicator, type ReplicaValue, type SignedPortion } from '../src/index.js'
 import { portionVersions } from '../src/replication.js'
 import { fourNodes, hmacSigner, phone, registerAndWait, run, settle, shutdown } from './overlay-helpers.js'
-import { BOB, portionMaker, ri } from './portion-helpers.js'
 
 // The refresh fast path of the portion-wise merge (`LocationReplicator.dominates`, the store's
 // `ValueMerge.dominates`): a replica that holds an AOR item and receives a value whose portions are
 // all newer than the stored ones keeps the incoming text without decoding the stored one. It must
 // answer true only when `mergeValues` would give the incoming value itself.
 
+const BOB = 'sip:bob@example.org'
+/** An integer in [a, b]. */
+const ri = (rng: SeededRng, a: number, b: number): number => a + rng.int(b - a + 1)
 const K = aorKey(BOB)
 
 t.test('portionVersions reads ids and versions of the compact JSON text, as JSON.parse does; any other form: undefined', async t => {
@@ -60,7 +62,17 @@ for (const signed of [false, true]) {
     const rep: LocationReplicator = c.nodes.get('n1')!.replication!
     const rng = new SeededRng(signed ? 3 : 4)
     const now = c.clock.now()
-    const portion = portionMaker(rng, now, signed, false)
+    const portion = (id: string): SignedPortion => {
+      const p: SignedPortion = { uri: rng.next() < 0.05 ? 'http://bad' : `sip:10.0.0.${id.slice(1)}:5060`, v: [now + ri(rng, -2, 2), ri(rng, 0, 2)], b: [] }
+      if (rng.next() < 0.15) p.x = now + ri(rng, -5, 60_000)
+      else p.b = [{ contact: `sip:bob@10.9.0.${ri(rng, 1, 3)}`, expires: now + ri(rng, -1000, 600_000), q: 1, callId: 'c', cseq: ri(rng, 1, 3), path: [], updated: now }]
+      if (signed) {
+        const r = rng.next()
+        if (r < 0.85) p.s = hmacSigner(id).sign(portionBytes(BOB, id, p)).toString('base64')
+        else if (r < 0.95) p.s = hmacSigner('n9').sign(portionBytes(BOB, id, p)).toString('base64')
+      }
+      return p
+    }
     const value = (): AorValue => {
       const nodes: Record<string, SignedPortion> = {}
       for (const id of ['n1', 'n2', 'n3', 'n4']) if (rng.next() < 0.5) nodes[id] = portion(id)

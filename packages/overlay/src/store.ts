@@ -68,14 +68,6 @@ export interface ValueMerge<V = unknown> {
    * would give anything else; must not throw.
    */
   dominates?: (incoming: V, storedJson: string, key: string, ctx: MergeContext<V>) => boolean
-  /**
-   * Optional fast path on the JSON texts alone, tried first when a value arrives from another peer
-   * (`from`): true when the value the text `json` spells, as it is, is the join — with the stored
-   * value (`storedJson`, live) or, with nothing stored (`undefined`), with itself (it is valid as
-   * it is). Then the store keeps the text without decoding either side; false: unknown, the other
-   * paths decide. Must never be true when the merge would give anything else; must not throw.
-   */
-  acceptsText?: (json: string, storedJson: string | undefined, key: string, from: PeerId) => boolean
 }
 
 /**
@@ -335,10 +327,8 @@ export interface StoreStats {
   handoffInterrupted: number
   /** Handoffs resumed after an interruption. */
   handoffResumed: number
-  /** Incoming values of merged keys stored without decoding the stored value (`ValueMerge.dominates` / `acceptsText`). */
+  /** Incoming values of merged keys stored without decoding the stored value (`ValueMerge.dominates`). */
   fastMerges: number
-  /** Incoming values of merged keys accepted from their texts alone, neither side decoded (`ValueMerge.acceptsText`). */
-  textMerges: number
 }
 
 /**
@@ -398,7 +388,7 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   /** Value-merge hooks by key prefix (empty: every key is last-writer-wins, the plain path). */
   private readonly merges: Array<[string, ValueMerge<V>]> = []
   private handoffChain: Promise<void> = Promise.resolve()
-  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0, fastMerges: 0, textMerges: 0 }
+  readonly stats: StoreStats = { items: 0, tombstones: 0, handoffSent: 0, handoffDropped: 0, repairs: 0, antiEntropyRounds: 0, antiEntropyItems: 0, rejected: 0, forwarded: 0, hopLimited: 0, dbBatches: 0, putMessages: 0, getMessages: 0, handoffInterrupted: 0, handoffResumed: 0, fastMerges: 0 }
 
   constructor (components: StoreComponents, init: StoreInit = {}) {
     super()
@@ -646,9 +636,6 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
   private selfMerge (item: WireItem<V>, fn: ValueMerge<V>, from: PeerId | undefined): WireItem<V> | undefined {
     let v: V | undefined; let m: V
     try {
-      // the text alone shows the value valid as it is (nothing decoded)
-      if (fn.acceptsText !== undefined && from !== undefined && item.json !== undefined && item.json !== '' &&
-          fn.acceptsText(item.json, undefined, item.key, from)) { this.stats.textMerges++; return item }
       v = itemValue(item)
       if (v === undefined) return item
       m = fn(v, v, item.key, from === undefined ? undefined : { incoming: v, from })
@@ -1026,14 +1013,6 @@ export class ReplicatedStore<V> extends TypedEmitter<StoreEvents<V>> implements 
       } else {
         // both live values of a merged key: store their join (unless it is what is stored already)
         let iv: V | undefined
-        if (fn.acceptsText !== undefined && from !== undefined && from !== this.self && json !== undefined && json !== '' &&
-            cur.json !== undefined && cur.json !== '' && fn.acceptsText(json, cur.json, item.key, from)) {
-          // the incoming text alone is the join, read from both texts (nothing decoded)
-          this.stats.fastMerges++; this.stats.textMerges++
-          if (c < 0) return this.storeItem(item, json, cur, orig)
-          this.observe(item.version); this.observe(cur)
-          return this.storeItem({ key: item.key, version: this.nextVersion(), deleted: false, json, expires: Math.max(item.expires, cur.expires) }, json, cur, undefined)
-        }
         if (fn.dominates !== undefined && from !== undefined && cur.json !== undefined && cur.json !== '') {
           // fast path: the incoming value alone is the join (e.g. a newer write of the only portion
           // stored): the stored text is not decoded, the incoming value only when the writer's object
